@@ -45,6 +45,56 @@ def mlm_loss(logits, labels):
     return float(loss), dz.reshape(logits.shape)
 
 
+# ---- masking ----
+
+def word_ids_from_ids(ids, is_continuation, special_ids):  # (B, T) -> (B, T)
+    """word_ids[b, t] = index (within row b) of the word that token t belongs to; -1 for special tokens.
+    A word is a piece that does not start with '##' followed by its '##' continuations (tok.is_continuation).
+    A continuation right after a special token (a word cut by packing, or [CLS] ##ing) starts a new word.
+    ids: (B, T) or (T,) ints; is_continuation: (V,) bool -> word_ids: same shape, int64"""
+    ids = np.asarray(ids)
+    special = np.isin(ids, special_ids)
+    cont = np.asarray(is_continuation, dtype=bool)[ids] & ~special
+    prev_special = np.ones_like(special)
+    prev_special[..., 1:] = special[..., :-1]
+    starts = ~special & (~cont | prev_special)                      # first piece of each word
+    wid = np.cumsum(starts, axis=-1) - 1                            # (B, T)
+    return np.where(special, -1, wid).astype(np.int64)
+
+
+def mask_tokens(ids, rng, vocab_size, special_ids, mask_prob=0.15, whole_word=False, word_ids=None,
+                mask_id=4):
+    """BERT's dynamic masking (Devlin et al. 2019, §3.1): select each non-special token with probability
+    mask_prob; a selected token becomes [MASK] 80% of the time, a random non-special token 10%, and stays
+    unchanged 10%. labels = original id where selected, -100 elsewhere (so only selected tokens are scored).
+    whole_word: select words instead of tokens (all pieces of a word together; word_ids from
+    word_ids_from_ids); the 80/10/10 choice is still made per piece, as in BERT's whole-word-masking code.
+    Special ids (which must include [PAD]) are never selected. Call once per batch: a fresh mask each time.
+    ids: (B, T) or (T,) ints; word_ids: same shape, -1 = not a word -> (input_ids, labels), both int64"""
+    ids = np.asarray(ids)
+    shape = ids.shape
+    x = ids.reshape(-1, shape[-1]).astype(np.int64)                 # (B, T)
+    candidate = ~np.isin(x, special_ids)
+    if whole_word:
+        if word_ids is None:
+            raise ValueError("whole_word=True needs word_ids (see word_ids_from_ids).")
+        w = np.asarray(word_ids).reshape(x.shape)                   # (B, T)
+        n_words = int(w.max()) + 1 if w.size else 0
+        u = rng.random((x.shape[0], max(n_words, 1)))               # (B, W) one draw per word
+        selected = candidate & (w >= 0) & (u[np.arange(x.shape[0])[:, None], np.maximum(w, 0)] < mask_prob)
+    else:
+        selected = candidate & (rng.random(x.shape) < mask_prob)
+    r = rng.random(x.shape)
+    to_mask = selected & (r < 0.8)                                  # 80%: [MASK]
+    to_random = selected & (r >= 0.8) & (r < 0.9)                   # 10%: random token; 10%: unchanged
+    input_ids = x.copy()
+    input_ids[to_mask] = mask_id
+    allowed = np.setdiff1d(np.arange(vocab_size), special_ids)      # random tokens are never special
+    input_ids[to_random] = allowed[rng.integers(0, len(allowed), size=int(to_random.sum()))]
+    labels = np.where(selected, x, IGNORE_INDEX)
+    return input_ids.reshape(shape), labels.reshape(shape)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Tiny demo of the MLM loss.")
     p.add_argument("--vocab-size", type=int, default=13)
