@@ -1,0 +1,669 @@
+"""Data for Mini-BERT: find or download corpora, read them, tokenize a corpus into a uint16 .bin, and
+cut it into training batches (packed MLM rows; padded rows for SST-2 and POS).
+
+    text --(read_*)--> documents --(tokenizer, all cores)--> uint16 stream, [SEP] between documents
+         --(PackedBatches)--> (B, T) rows [CLS] ... [SEP], no padding --(mlm.mask_tokens)--> MLM batch
+
+Usage:
+    python data.py resolve                          # which corpus / validation file train.py uses by default
+    python data.py prepare --corpus ../shared/data/wiki_en_2015/wiki.train.txt.gz \\
+                           --vocab data/vocab-8192.txt --out data
+    python data.py stats --bin data/wiki.train.bin --vocab data/vocab-8192.txt   # packing + masking figures
+    python data.py inspect ../shared/data/sst2/dev.tsv                            # read any supported file
+    python data.py download sst2 --data-dir data    # also wikitext-103, wikitext-2, ud-ewt (needs internet)
+
+Expect: prepare of the 32.5M-word wiki corpus writes data/wiki.train.bin (see the report / README for the
+measured time and tokens per word); a second run prints "cached" at once. stats prints padding fraction
+0.0000 for the MLM batches and masked fractions close to 0.15 / 0.80 / 0.10 / 0.10.
+"""
+import argparse
+import collections
+import gzip
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent
+CLS_ID, SEP_ID, PAD_ID = 2, 3, 0     # as in config.py / tokenizer.py
+FORMAT_VERSION = 1                   # bump when the .bin layout changes (invalidates caches)
+
+
+class DataFormatError(ValueError):
+    """A malformed row in a data file; the message starts with 'file:line:'."""
+
+
+class DownloadError(RuntimeError):
+    """A download that failed (offline, bad checksum); the message is one line."""
+
+
+# ---- locations ----
+
+def default_data_dir():
+    """$MINIBERT_DATA_DIR, else ../shared/data (next to the repo) if it exists, else <repo>/data."""
+    env = os.environ.get("MINIBERT_DATA_DIR")
+    if env:
+        return Path(env)
+    shared = REPO.parent / "shared" / "data"
+    return shared if shared.is_dir() else REPO / "data"
+
+
+# default corpora in order of preference, relative to a data dir: (train, validation)
+DEFAULT_CORPORA = [
+    ("wiki_en_2015/wiki.train.txt.gz", "wiki_en_2015/wiki.valid.txt"),
+    ("wikitext-103-raw/wiki.train.raw", "wikitext-103-raw/wiki.valid.raw"),
+    ("wikitext-2-raw/wiki.train.raw", "wikitext-2-raw/wiki.valid.raw"),
+]
+
+
+def find_validation_file(corpus):
+    """The validation file next to a training corpus: 'train' -> 'valid' in the name, with or without
+    '.small' and '.gz' (wiki.train.txt.gz -> wiki.valid.txt). None if there is none."""
+    corpus = Path(corpus)
+    name = corpus.name
+    if "train" not in name:
+        return None
+    base = name.replace("train", "valid").replace(".small", "")
+    for cand in (base, base[:-3] if base.endswith(".gz") else base + ".gz"):
+        p = corpus.with_name(cand)
+        if p.is_file() and p.resolve() != corpus.resolve():
+            return p
+    return None
+
+
+def resolve_corpus(corpus=None, data_dir=None):
+    """(train_path, valid_path or None, one-line description) for train.py.
+    corpus given: that file, and its validation file if one sits next to it. Otherwise the first of
+    DEFAULT_CORPORA found in data_dir (default_data_dir()) or <repo>/data (where `download` puts files)."""
+    if corpus is not None:
+        train = Path(corpus)
+        if not train.is_file():
+            raise FileNotFoundError(f"corpus {train} does not exist.")
+        valid = find_validation_file(train)
+        return train, valid, f"corpus {train} (from --corpus), validation {valid or 'none found'}"
+    dirs = [Path(data_dir)] if data_dir is not None else [default_data_dir(), REPO / "data"]
+    for d in dirs:
+        for tr, va in DEFAULT_CORPORA:
+            if (d / tr).is_file():
+                valid = d / va if (d / va).is_file() else None
+                return d / tr, valid, f"corpus {d / tr} (default), validation {valid or 'none found'}"
+    raise FileNotFoundError(
+        f"no default corpus in {', '.join(str(d) for d in dirs)}; run `python data.py download wikitext-103` "
+        f"(needs internet) or pass --corpus FILE (plain text, one paragraph per line).")
+
+
+def prepared_paths(corpus, out_dir):
+    """Where prepare() writes a corpus: <out_dir>/<name>.bin and .json, name = file name without
+    .gz/.txt/.raw (wiki.train.txt.gz -> wiki.train)."""
+    name = Path(corpus).name
+    for ext in (".gz", ".txt", ".raw", ".tokens"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    return Path(out_dir) / f"{name}.bin", Path(out_dir) / f"{name}.json"
+
+
+# ---- downloads ----
+
+# name -> (folder inside data_dir, [(url, file name, "sha256:..."/"md5:..." or None)], zip members to extract)
+# Checksums: UD from the files themselves (r2.16, see ../shared/data/README.md); the zips' md5 as published
+# by torchtext (SST-2) and in common WikiText download scripts. UD train has no published hash we trust.
+DATASETS = {
+    "wikitext-103": ("wikitext-103-raw",
+                     [("https://wikitext.smerity.com/wikitext-103-raw-v1.zip", "wikitext-103-raw-v1.zip",
+                       "md5:0ca3512bd7a238be4a63ce7b434f8935")],
+                     ["wiki.train.raw", "wiki.valid.raw", "wiki.test.raw"]),
+    "wikitext-2": ("wikitext-2-raw",
+                   [("https://wikitext.smerity.com/wikitext-2-raw-v1.zip", "wikitext-2-raw-v1.zip",
+                     "md5:f407a2d53283fc4a49bcff21bc5f3770")],
+                   ["wiki.train.raw", "wiki.valid.raw", "wiki.test.raw"]),
+    "sst2": ("sst2",
+             [("https://dl.fbaipublicfiles.com/glue/data/SST-2.zip", "SST-2.zip",
+               "md5:9f81648d4199384278b86e315dac217c")],
+             ["train.tsv", "dev.tsv", "test.tsv"]),
+    "ud-ewt": ("ud_english_ewt",
+               [("https://raw.githubusercontent.com/UniversalDependencies/UD_English-EWT/r2.16/"
+                 "en_ewt-ud-train.conllu", "en_ewt-ud-train.conllu", None),
+                ("https://raw.githubusercontent.com/UniversalDependencies/UD_English-EWT/r2.16/"
+                 "en_ewt-ud-dev.conllu", "en_ewt-ud-dev.conllu",
+                 "sha256:531a54ff90d6ab12201c5a50c3e78e6ddac4de69abc4bce5d275d3cd29efe2b6"),
+                ("https://raw.githubusercontent.com/UniversalDependencies/UD_English-EWT/r2.16/"
+                 "en_ewt-ud-test.conllu", "en_ewt-ud-test.conllu",
+                 "sha256:e266e515a0a7547657ed3d90d9ba46487d6bd251f27ad4269d4e8a427c8555cd")],
+               []),
+}
+
+
+def _fetch(url, dest, checksum, folder, timeout=30):
+    """Stream url to dest.part with a progress bar, check the checksum, then rename to dest."""
+    from tqdm import tqdm
+    algo, _, want = (checksum or "sha256:").partition(":")
+    h = hashlib.new(algo)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+                    h.update(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError) as e:
+        part.unlink(missing_ok=True)
+        reason = getattr(e, "reason", None) or e
+        raise DownloadError(
+            f"could not download {url} ({reason}). If you are offline, put the file in {folder}/ yourself, "
+            f"or skip downloading and pass --corpus FILE (any plain-text corpus).") from None
+    if want and h.hexdigest() != want:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{url}: {algo} is {h.hexdigest()}, expected {want}; the download is corrupt "
+                            f"or the file changed upstream (nothing was kept).")
+    os.replace(part, dest)
+
+
+def download(name, data_dir="data", base_url=None):
+    """Download dataset `name` (a key of DATASETS) into <data_dir>/<folder>/ and unzip what needs it.
+    Files already present are skipped. base_url replaces everything before a file's name in its URL
+    (for mirrors and for the tests' local server). Returns the folder."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}.")
+    sub, files, members = DATASETS[name]
+    folder = Path(data_dir) / sub
+    folder.mkdir(parents=True, exist_ok=True)
+    for url, fname, checksum in files:
+        if base_url:
+            url = base_url.rstrip("/") + "/" + url.rsplit("/", 1)[1]
+        dest = folder / fname
+        wanted = [folder / m for m in members] if fname.endswith(".zip") else [dest]
+        if all(p.is_file() for p in wanted):
+            print(f"{name}: {', '.join(p.name for p in wanted)} already in {folder}, skipped")
+            continue
+        if not dest.is_file():
+            print(f"{name}: downloading {url}")
+            _fetch(url, dest, checksum, folder)
+        if fname.endswith(".zip"):
+            with zipfile.ZipFile(dest) as z:
+                for info in z.infolist():
+                    base = info.filename.rsplit("/", 1)[-1]
+                    if base in members and not (folder / base).is_file():
+                        tmp = folder / (base + ".part")
+                        tmp.write_bytes(z.read(info))
+                        os.replace(tmp, folder / base)
+            missing = [m for m in members if not (folder / m).is_file()]
+            if missing:
+                raise DownloadError(f"{dest} does not contain {missing}; delete it and download again.")
+    print(f"{name}: ready in {folder}")
+    return folder
+
+
+# ---- readers ----
+
+def _open_lines(path):
+    """(line_number, text) for each line of a .txt or .gz file, newline stripped; bad UTF-8 raises
+    DataFormatError with the line number."""
+    path = Path(path)
+    f = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    with f:
+        for n, raw in enumerate(f, 1):
+            try:
+                yield n, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise DataFormatError(f"{path}:{n}: not valid UTF-8 ({e.reason})") from None
+
+
+def read_text_documents(path):
+    """Documents of a plain-text corpus (.txt or .gz): one paragraph per line, a blank line between
+    documents (../shared/data/wiki_en_2015). Yields each document as a list of paragraph strings."""
+    doc = []
+    for _, line in _open_lines(path):
+        line = line.strip()
+        if line:
+            doc.append(line)
+        elif doc:
+            yield doc
+            doc = []
+    if doc:
+        yield doc
+
+
+_WIKITEXT_HEADING = re.compile(r"^((?:= )+)(.*?)((?: =)+)$")   # '= = Title = =' -> ('= = ', 'Title', ' = =')
+_WIKITEXT_UNDO = [(" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", ".")]
+
+
+def read_wikitext(path):
+    """Documents of WikiText raw: ' = Title = ' starts an article (the title is its first paragraph),
+    ' = = Section = = ' lines stay as short paragraphs, ' @-@ ' ' @,@ ' ' @.@ ' become '-' ',' '.'.
+    Yields each article as a list of paragraph strings."""
+    doc = []
+    for n, line in _open_lines(path):
+        line = line.strip()
+        if not line:
+            continue
+        for a, b in _WIKITEXT_UNDO:
+            line = line.replace(a, b)
+        if line.startswith("=") and line.endswith("="):
+            m = _WIKITEXT_HEADING.match(line)
+            if m is None or m.group(1).count("=") != m.group(3).count("=") or not m.group(2).strip():
+                raise DataFormatError(f"{path}:{n}: malformed heading {line[:60]!r} (expected ' = Title = ')")
+            if m.group(1) == "= " and doc:                # level 1: a new article
+                yield doc
+                doc = []
+            line = m.group(2).strip()
+        doc.append(line)
+    if doc:
+        yield doc
+
+
+def read_documents(path):
+    """read_wikitext for WikiText files (.raw / .tokens), read_text_documents for everything else."""
+    p = Path(path)
+    raw = p.name[:-3] if p.name.endswith(".gz") else p.name
+    return read_wikitext(p) if raw.endswith((".raw", ".tokens")) else read_text_documents(p)
+
+
+def read_sst2(path):
+    """GLUE SST-2 TSV: a header 'sentence<TAB>label', then one 'sentence<TAB>0|1' row per example.
+    Returns (sentences: list[str] (stripped), labels: (N,) int64)."""
+    sentences, labels = [], []
+    for n, line in _open_lines(path):
+        if n == 1:
+            if line.split("\t") != ["sentence", "label"]:
+                raise DataFormatError(f"{path}:1: header must be 'sentence<TAB>label', got {line[:60]!r}")
+            continue
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2 or fields[1].strip() not in ("0", "1"):
+            raise DataFormatError(f"{path}:{n}: expected 'sentence<TAB>0|1', got {line[:60]!r}")
+        sentences.append(fields[0].strip())
+        labels.append(int(fields[1]))
+    return sentences, np.array(labels, dtype=np.int64)
+
+
+def read_conllu(path):
+    """CoNLL-U sentences as dicts {"words", "upos", "xpos", "text"}. Multiword-token ranges (3-4) and empty
+    nodes (8.1) are skipped, so words are the syntactic words that carry the tags. text = the '# text ='
+    comment, or the words joined by spaces."""
+    sents, words, upos, xpos, text = [], [], [], [], None
+
+    def flush():
+        if words:
+            sents.append({"words": list(words), "upos": list(upos), "xpos": list(xpos),
+                          "text": text if text is not None else " ".join(words)})
+        words.clear(); upos.clear(); xpos.clear()
+
+    for n, line in _open_lines(path):
+        if not line.strip():
+            flush()
+            text = None
+            continue
+        if line.startswith("#"):
+            if line.startswith("# text ="):
+                text = line[len("# text ="):].strip()
+            continue
+        cols = line.split("\t")
+        if len(cols) != 10:
+            raise DataFormatError(f"{path}:{n}: expected 10 tab-separated columns, got {len(cols)}")
+        if "-" in cols[0] or "." in cols[0]:
+            continue                                   # multiword range or empty node: no POS of its own
+        if not cols[0].isdigit() or int(cols[0]) != len(words) + 1:
+            raise DataFormatError(f"{path}:{n}: word id {cols[0]!r} out of sequence (expected {len(words) + 1})")
+        words.append(cols[1]); upos.append(cols[3]); xpos.append(cols[4])
+    flush()
+    return sents
+
+
+# ---- prepare: corpus -> uint16 token stream ----
+
+_TOK = None    # the worker process's tokenizer (set by _init_worker)
+
+
+def _init_worker(vocab_file):
+    global _TOK
+    from tokenizer import WordPieceTokenizer
+    _TOK = WordPieceTokenizer.load(vocab_file)
+
+
+def _encode_docs(docs):
+    """Worker: documents (lists of paragraphs) -> (uint16 stream with [SEP] after each document, words)."""
+    paras = [p for d in docs for p in d]
+    enc = _TOK.encode_batch(paras, add_special_tokens=False, num_workers=1)
+    out, i = [], 0
+    for d in docs:
+        for _ in d:
+            out.extend(enc[i])
+            i += 1
+        out.append(_TOK.sep_id)
+    n_words = sum(len(p.split()) for p in paras)
+    return np.array(out, dtype=np.uint16), n_words
+
+
+def _file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _text_size(path):
+    """Uncompressed size in bytes (for .gz from the gzip trailer, exact below 4 GiB)."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            return int.from_bytes(f.read(4), "little")
+    return path.stat().st_size
+
+
+def _cached_meta(corpus, json_path, bin_path, vocab_hash):
+    """The stored meta if it describes this corpus and vocab and the .bin is complete, else None."""
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    st = corpus.stat()
+    src = meta.get("source", {})
+    if (meta.get("format_version") != FORMAT_VERSION or meta.get("vocab_hash") != vocab_hash
+            or src.get("size") != st.st_size or not bin_path.is_file()
+            or bin_path.stat().st_size != 2 * meta.get("n_tokens", -1)):
+        return None
+    if src.get("mtime_ns") != st.st_mtime_ns and src.get("sha256") != _file_sha256(corpus):
+        return None                                    # same size, new content
+    return meta
+
+
+def prepare(corpus, vocab_file, out_dir, num_workers=None, docs_per_task=32, verbose=True):
+    """Tokenize a corpus into <out_dir>/<name>.bin (uint16 ids; each document's pieces then [SEP]) and
+    <name>.json (vocab hash, token / document / word counts, corpus size, mtime and sha256).
+    Cached: returns the stored meta at once when corpus and vocab are unchanged. Both files are written
+    to .part first and renamed, the .json last, so an interrupted run never looks complete.
+    num_workers: processes (default: all cores). Returns the meta dict (plus "bin": path)."""
+    from tqdm import tqdm
+    from tokenizer import WordPieceTokenizer
+    corpus, out_dir = Path(corpus), Path(out_dir)
+    tok = WordPieceTokenizer.load(vocab_file)
+    if tok.vocab_size > 65536:
+        raise ValueError(f"vocab_size {tok.vocab_size} does not fit in uint16.")
+    bin_path, json_path = prepared_paths(corpus, out_dir)
+    vocab_hash = tok.vocab_hash()
+    meta = _cached_meta(corpus, json_path, bin_path, vocab_hash)
+    if meta is not None:
+        if verbose:
+            print(f"cached: {bin_path} ({meta['n_tokens']:,} tokens) matches {corpus} and {vocab_file}")
+        return {**meta, "bin": str(bin_path)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    num_workers = num_workers or os.cpu_count() or 1
+    t0 = time.time()
+    st = corpus.stat()
+    n_tokens = n_docs = n_words = n_unk = 0
+    part = bin_path.with_name(bin_path.name + ".part")
+    ctx = multiprocessing.get_context("spawn")
+    pool = ctx.Pool(num_workers, initializer=_init_worker, initargs=(str(vocab_file),))
+    try:
+        with open(part, "wb") as f, tqdm(total=_text_size(corpus), unit="B", unit_scale=True,
+                                         desc=f"prepare {corpus.name}", disable=not verbose) as bar:
+            pending = collections.deque()              # ordered, at most 4 tasks per worker in flight
+
+            def drain_one():
+                nonlocal n_tokens, n_words, n_unk
+                res, nbytes = pending.popleft()
+                arr, words = res.get()
+                f.write(arr.tobytes())
+                n_tokens += len(arr); n_words += words; n_unk += int(np.count_nonzero(arr == tok.unk_id))
+                bar.update(nbytes)
+
+            batch, nbytes = [], 0
+            for doc in read_documents(corpus):
+                batch.append(doc)
+                nbytes += sum(len(p) + 1 for p in doc) + 1
+                n_docs += 1
+                if len(batch) == docs_per_task:
+                    pending.append((pool.apply_async(_encode_docs, (batch,)), nbytes))
+                    batch, nbytes = [], 0
+                    if len(pending) >= 4 * num_workers:
+                        drain_one()
+            if batch:
+                pending.append((pool.apply_async(_encode_docs, (batch,)), nbytes))
+            while pending:
+                drain_one()
+    finally:
+        pool.terminate()
+        pool.join()
+    os.replace(part, bin_path)
+    meta = {
+        "format_version": FORMAT_VERSION, "dtype": "uint16", "vocab_file": str(vocab_file),
+        "vocab_hash": vocab_hash, "vocab_size": tok.vocab_size, "sep_id": tok.sep_id,
+        "n_tokens": n_tokens, "n_documents": n_docs, "n_words": n_words, "n_unk": n_unk,
+        "tokens_per_word": round((n_tokens - n_docs) / max(n_words, 1), 4),
+        "source": {"path": str(corpus.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                   "sha256": _file_sha256(corpus)},
+        "seconds": round(time.time() - t0, 1), "num_workers": num_workers,
+    }
+    tmp = json_path.with_name(json_path.name + ".part")
+    tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    os.replace(tmp, json_path)
+    if verbose:
+        print(f"wrote {bin_path}: {n_tokens:,} tokens, {n_docs:,} documents, {n_words:,} words "
+              f"({meta['tokens_per_word']} tokens/word, {n_unk:,} [UNK]) in {meta['seconds']} s "
+              f"with {num_workers} workers")
+    return {**meta, "bin": str(bin_path)}
+
+
+def load_tokens(bin_path):
+    """(tokens: np.memmap uint16 (N,), meta dict) for a file written by prepare()."""
+    bin_path = Path(bin_path)
+    meta = json.loads(bin_path.with_suffix(".json").read_text(encoding="utf-8"))
+    return np.memmap(bin_path, dtype=np.uint16, mode="r"), meta
+
+
+# ---- MLM batches: full-sentences packing ----
+
+class PackedBatches:
+    """Rows of exactly T tokens, [CLS] + T-2 consecutive stream tokens + [SEP], as in RoBERTa's
+    FULL-SENTENCES packing (Liu et al. 2019, §4.2): rows cross document boundaries (the stream has a
+    [SEP] between documents) and no slot is padding. Each epoch cuts the stream at a random offset
+    in [0, T-2) into n_rows = (N - offset) // (T-2) rows and visits them in a random order; both come
+    from default_rng([seed, epoch]), so the batches are a function of (seed, rows served) and
+    state_dict() / load_state_dict() resume exactly. tokens: (N,) ints (np.memmap from load_tokens)."""
+
+    def __init__(self, tokens, seq_len, batch_size, cls_id=CLS_ID, sep_id=SEP_ID, seed=0):
+        self.tokens, self.T, self.B = tokens, int(seq_len), int(batch_size)
+        self.cls_id, self.sep_id, self.seed = cls_id, sep_id, int(seed)
+        self.span = self.T - 2                                   # stream tokens per row
+        if self.span < 1 or len(tokens) < 2 * self.span:
+            raise ValueError(f"need seq_len >= 3 and at least {2 * self.span} tokens; got seq_len={seq_len}, "
+                             f"{len(tokens)} tokens.")
+        self.epoch, self.pos = 0, 0                              # rows served in the current epoch
+        self._set_epoch(0)
+
+    def _set_epoch(self, epoch):
+        rng = np.random.default_rng([self.seed, epoch])
+        offset = int(rng.integers(0, self.span))
+        n_rows = (len(self.tokens) - offset) // self.span
+        self._starts = offset + self.span * rng.permutation(n_rows)   # (n_rows,) start of each row
+        self.epoch = epoch
+
+    @property
+    def rows_per_epoch(self):
+        return len(self._starts)
+
+    def next_batch(self):  # -> (B, T) int64
+        """The next B rows; an epoch boundary inside a batch continues into the next epoch."""
+        starts = []
+        need = self.B
+        while need:
+            take = self._starts[self.pos:self.pos + need]
+            starts.append(take)
+            self.pos += len(take)
+            need -= len(take)
+            if self.pos == len(self._starts):
+                self._set_epoch(self.epoch + 1)
+                self.pos = 0
+        starts = np.concatenate(starts)                           # (B,)
+        out = np.empty((self.B, self.T), dtype=np.int64)          # (B, T)
+        out[:, 0] = self.cls_id
+        out[:, -1] = self.sep_id
+        out[:, 1:-1] = self.tokens[starts[:, None] + np.arange(self.span)]   # (B, T-2) gathered slices
+        return out
+
+    def state_dict(self):
+        return {"seed": self.seed, "epoch": self.epoch, "pos": self.pos, "seq_len": self.T,
+                "batch_size": self.B, "n_tokens": len(self.tokens)}
+
+    def load_state_dict(self, d):
+        if (d["seq_len"], d["n_tokens"]) != (self.T, len(self.tokens)):
+            raise ValueError(f"state is for seq_len={d['seq_len']} over {d['n_tokens']} tokens; this loader has "
+                             f"seq_len={self.T} over {len(self.tokens)} tokens.")
+        self.seed = int(d["seed"])
+        self._set_epoch(int(d["epoch"]))
+        self.pos = int(d["pos"])
+
+
+def heldout_batches(tokens, seq_len, batch_size, n_batches, cls_id=CLS_ID, sep_id=SEP_ID):
+    """A fixed list of n_batches (B, T) int64 arrays packed like PackedBatches, from rows spread evenly
+    over the stream (offset 0, no randomness), so every evaluation sees the same tokens."""
+    span = seq_len - 2
+    n_avail, n_need = len(tokens) // span, batch_size * n_batches
+    if n_avail < n_need:
+        raise ValueError(f"{len(tokens)} tokens give {n_avail} rows of {seq_len}; {n_batches} batches of "
+                         f"{batch_size} need {n_need}. Ask for fewer batches.")
+    starts = span * (np.arange(n_need) * (n_avail // n_need))   # (n_need,)
+    rows = np.empty((n_need, seq_len), dtype=np.int64)          # (n_need, T)
+    rows[:, 0], rows[:, -1] = cls_id, sep_id
+    rows[:, 1:-1] = tokens[starts[:, None] + np.arange(span)]
+    return [rows[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
+
+
+# ---- padded batches (SST-2, POS) ----
+
+def pad_batch(seqs, pad_id=PAD_ID):
+    """Pad sequences to the longest: ids[b, :len_b] = seqs[b], the rest pad_id (use pad_id=-100 for labels).
+    seqs: list of B int sequences -> (ids (B, Tmax) int64, attention_mask (B, Tmax) int64, 1 = real token)"""
+    lens = np.array([len(s) for s in seqs], dtype=np.int64)     # (B,)
+    Tmax = int(lens.max()) if len(seqs) else 0
+    ids = np.full((len(seqs), Tmax), pad_id, dtype=np.int64)    # (B, Tmax)
+    mask = (np.arange(Tmax)[None, :] < lens[:, None]).astype(np.int64)   # (B, Tmax)
+    if len(seqs):
+        ids[mask.astype(bool)] = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
+    return ids, mask
+
+
+def bucket_batches(lengths, batch_size, rng=None, pool_batches=50):
+    """Index arrays of batches with similar lengths, so padding stays small. With rng: shuffle, sort by
+    length inside pools of pool_batches * batch_size examples, cut into batches, shuffle the batches
+    (training). Without rng: the examples in order of length (evaluation; deterministic)."""
+    lengths = np.asarray(lengths)
+    if rng is None:
+        order = np.argsort(lengths, kind="stable")
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    perm = rng.permutation(len(lengths))
+    pool = pool_batches * batch_size
+    batches = []
+    for i in range(0, len(perm), pool):
+        chunk = perm[i:i + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    return [batches[k] for k in rng.permutation(len(batches))]
+
+
+# ---- command line ----
+
+def _cmd_inspect(args):
+    p = Path(args.file)
+    name = p.name[:-3] if p.name.endswith(".gz") else p.name
+    if name.endswith(".tsv"):
+        s, y = read_sst2(p)
+        print(f"{p}: {len(s):,} sentences, labels 0/1 = {int((y == 0).sum()):,}/{int((y == 1).sum()):,}")
+    elif name.endswith(".conllu"):
+        sents = read_conllu(p)
+        print(f"{p}: {len(sents):,} sentences, {sum(len(s['words']) for s in sents):,} words")
+    else:
+        n_docs = n_par = n_words = 0
+        for d in read_documents(p):
+            n_docs += 1; n_par += len(d); n_words += sum(len(x.split()) for x in d)
+        print(f"{p}: {n_docs:,} documents, {n_par:,} paragraphs, {n_words:,} words")
+
+
+def _cmd_stats(args):
+    import mlm
+    from tokenizer import WordPieceTokenizer
+    tok = WordPieceTokenizer.load(args.vocab)
+    tokens, meta = load_tokens(args.bin)
+    print(f"{args.bin}: {meta['n_tokens']:,} tokens, {meta['n_documents']:,} documents, "
+          f"{meta['tokens_per_word']} tokens/word")
+    loader = PackedBatches(tokens, args.seq_len, args.batch_size, tok.cls_id, tok.sep_id, seed=0)
+    rng = np.random.default_rng(0)
+    n_pad = n_all = 0
+    sel = msk = rnd = keep = cand = 0
+    t_batch = t_mask = 0.0
+    for _ in range(args.batches):
+        t0 = time.perf_counter()
+        x = loader.next_batch()
+        t1 = time.perf_counter()
+        inp, labels = mlm.mask_tokens(x, rng, tok.vocab_size, tok.special_ids)
+        t2 = time.perf_counter()
+        t_batch += t1 - t0; t_mask += t2 - t1
+        n_pad += int((x == tok.pad_id).sum()); n_all += x.size
+        s = labels != -100
+        cand += int((~np.isin(x, tok.special_ids)).sum()); sel += int(s.sum())
+        msk += int((inp[s] == tok.mask_id).sum()); keep += int((inp[s] == x[s]).sum())
+        rnd += int(((inp[s] != x[s]) & (inp[s] != tok.mask_id)).sum())
+    print("first row:", tok.decode(loader.next_batch()[0].tolist())[:200])
+    print(f"{args.batches} batches of {args.batch_size}x{args.seq_len}: next_batch {1e3 * t_batch / args.batches:.3f} ms, "
+          f"mask_tokens {1e3 * t_mask / args.batches:.3f} ms")
+    print(f"masking: selected {sel / cand:.4f} of non-special tokens; of those [MASK] {msk / sel:.4f}, "
+          f"random {rnd / sel:.4f}, unchanged {keep / sel:.4f}")
+    print(f"padding fraction of MLM batches: {n_pad / n_all:.4f}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Mini-BERT data: download, prepare, inspect, stats, resolve.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("download", help="download a dataset (needs internet)")
+    d.add_argument("name", choices=sorted(DATASETS))
+    d.add_argument("--data-dir", default="data")
+    d.add_argument("--base-url", default=None, help="mirror to fetch the files from instead")
+    q = sub.add_parser("prepare", help="tokenize a corpus into a uint16 .bin + .json (cached)")
+    q.add_argument("--corpus", required=True)
+    q.add_argument("--vocab", required=True)
+    q.add_argument("--out", default="data")
+    q.add_argument("--num-workers", type=int, default=None)
+    i = sub.add_parser("inspect", help="read a corpus / .tsv / .conllu file and print counts")
+    i.add_argument("file")
+    s = sub.add_parser("stats", help="packing and masking figures for a prepared .bin")
+    s.add_argument("--bin", required=True)
+    s.add_argument("--vocab", required=True)
+    s.add_argument("--seq-len", type=int, default=64)
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--batches", type=int, default=200)
+    r = sub.add_parser("resolve", help="print the corpus and validation file train.py would use")
+    r.add_argument("--corpus", default=None)
+    r.add_argument("--data-dir", default=None)
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "download":
+            download(args.name, args.data_dir, args.base_url)
+        elif args.cmd == "prepare":
+            prepare(args.corpus, args.vocab, args.out, args.num_workers)
+        elif args.cmd == "inspect":
+            _cmd_inspect(args)
+        elif args.cmd == "stats":
+            _cmd_stats(args)
+        elif args.cmd == "resolve":
+            print(resolve_corpus(args.corpus, args.data_dir)[2])
+    except (DataFormatError, DownloadError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
