@@ -89,8 +89,11 @@ def mask_tokens(ids, rng, vocab_size, special_ids, mask_prob=0.15, whole_word=Fa
     to_random = selected & (r >= 0.8) & (r < 0.9)                   # 10%: random token; 10%: unchanged
     input_ids = x.copy()
     input_ids[to_mask] = mask_id
-    allowed = np.setdiff1d(np.arange(vocab_size), special_ids)      # random tokens are never special
-    input_ids[to_random] = allowed[rng.integers(0, len(allowed), size=int(to_random.sum()))]
+    specials = sorted({int(s) for s in special_ids if 0 <= s < vocab_size})
+    k = rng.integers(0, vocab_size - len(specials), size=int(to_random.sum()))  # k-th non-special id:
+    for s in specials:                                              # step over each special id below it
+        k += k >= s
+    input_ids[to_random] = k
     labels = np.where(selected, x, IGNORE_INDEX)
     return input_ids.reshape(shape), labels.reshape(shape)
 
@@ -100,8 +103,13 @@ def main(argv=None):
     p.add_argument("--vocab-size", type=int, default=13)
     args = p.parse_args(argv)
     V = args.vocab_size
-    labels = np.array([[1, -100, 3], [-100, 5, 6]])
-    loss, dlogits = mlm_loss(np.zeros((2, 3, V)), labels)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, V, size=(2, 12))                      # (B, T) a packed-like batch
+    ids[:, 0], ids[:, -1] = 2, 3                                # [CLS] ... [SEP]
+    input_ids, labels = mask_tokens(ids, rng, V, special_ids=[0, 1, 2, 3, 4], mask_prob=0.3)
+    print(f"ids       {ids[0].tolist()}\nmasked    {input_ids[0].tolist()}   ([MASK] = 4)\n"
+          f"labels    {labels[0].tolist()}")
+    loss, dlogits = mlm_loss(np.zeros((2, 12, V)), labels)
     print(f"uniform logits over V={V}: loss {loss:.6f} | ln(V) {np.log(V):.6f} | dlogits {dlogits.shape}")
 
 
