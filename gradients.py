@@ -1,0 +1,239 @@
+"""Mini-BERT backward pass in NumPy, derived by hand: one backward per forward in model.py, same order,
+same `# ---- section ----` rulers. Each `<op>_backward(dout, cache)` returns the gradients of the forward's
+inputs in the forward's argument order; composite layers replay their forward in reverse.
+Full derivations: DERIVATIONS.md (the docstrings name the section).
+
+Usage:
+    python gradients.py                  # finite-difference check of every backward, in float64
+
+Expect: one line per backward, e.g. `layernorm            | rel_err 2.1e-10 | ok`, every error <= 1e-8
+(whole model <= 1e-6), and last `all ok`.
+"""
+import argparse
+import math
+
+import numpy as np
+
+from model import GELU_C, merge_heads, split_heads, sub_params
+
+# B batch, T sequence, H hidden, A heads, D = H/A head size, I ffn size, V vocab, L layers, C classes
+# N = number of rows fed to a layer: B*T, or the number of masked positions in the MLM path.
+
+
+# ---- primitives ----
+
+def embedding_backward(dout, cache):
+    """forward: out[n] = W[ids[n]]  ->  dW[v] = sum_{n: ids[n] = v} dout[n]  (a scatter-add; rows never
+    looked up get 0).   Derivation: DERIVATIONS.md#embedding-lookup"""
+    ids, shape = cache
+    dW = np.zeros(shape, dout.dtype)                                # (V, H)
+    np.add.at(dW, ids.reshape(-1), dout.reshape(-1, shape[1]))
+    return dW
+
+
+def linear_backward(dout, cache):
+    """forward: out = x @ W + b  ->  dx = dout @ W^T;  dW = x^T @ dout;  db = sum over rows of dout.
+    Derivation: DERIVATIONS.md#linear"""
+    x, W = cache
+    dx = dout @ W.T                                                 # (..., in)
+    x2, d2 = x.reshape(-1, x.shape[-1]), dout.reshape(-1, dout.shape[-1])
+    dW = x2.T @ d2                                                  # (in, out)
+    db = d2.sum(axis=0)                                             # (out,)
+    return dx, dW, db
+
+
+def layernorm_backward(dout, cache):
+    """dxhat = dout * gamma;  dx = rstd * (dxhat - <dxhat> - xhat * <dxhat * xhat>)   (<.> = mean over H)
+    dgamma = sum over rows of dout * xhat;  dbeta = sum over rows of dout.
+    Derivation: DERIVATIONS.md#layernorm"""
+    xhat, rstd, gamma = cache
+    H = xhat.shape[-1]
+    dxhat = dout * gamma
+    dx = dxhat - dxhat.mean(axis=-1, keepdims=True)                 # term 1 - term 2
+    dx -= xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)        # - term 3
+    dx *= rstd
+    dgamma = (dout * xhat).reshape(-1, H).sum(axis=0)               # (H,)
+    dbeta = dout.reshape(-1, H).sum(axis=0)                         # (H,)
+    return dx, dgamma, dbeta
+
+
+def gelu_backward(dout, cache):
+    """forward: out = 0.5 x (1 + th), th = tanh(u), u = c (x + 0.044715 x^3)
+    ->  dx = dout * [0.5 (1 + th) + 0.5 x (1 - th^2) c (1 + 3 * 0.044715 x^2)].
+    Derivation: DERIVATIONS.md#gelu"""
+    x, th = cache
+    dudx = GELU_C * (1.0 + 0.134145 * (x * x))                      # 3 * 0.044715 = 0.134145
+    return dout * (0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * dudx)
+
+
+def relu_backward(dout, cache):
+    """forward: out = max(x, 0)  ->  dx = dout * 1[x > 0].   Derivation: DERIVATIONS.md#relu"""
+    (pos,) = cache
+    return dout * pos
+
+
+def softmax_backward(dout, cache):
+    """forward: p = softmax(x)  ->  dx = p * (dout - sum_k dout_k p_k)   (over the last axis).
+    Derivation: DERIVATIONS.md#softmax"""
+    (p,) = cache
+    dx = dout - (dout * p).sum(axis=-1, keepdims=True)
+    dx *= p
+    return dx
+
+
+def dropout_backward(dout, cache):
+    """forward: out = x * mask (mask = keep / (1 - p))  ->  dx = dout * mask; identity when the forward was.
+    Derivation: DERIVATIONS.md#dropout"""
+    if cache is None:
+        return dout
+    (mask,) = cache
+    return dout * mask
+
+
+def residual_backward(dout, cache=None):
+    """forward: out = x + y  ->  dx = dout, dy = dout (the skip path passes the gradient unchanged).
+    Derivation: DERIVATIONS.md#residual"""
+    return dout, dout
+
+
+# ---- attention ----
+
+def attention_backward(dout, cache):
+    """forward: scores = q k^T / sqrt(D) + mask;  probs = softmax(scores);  pd = dropout(probs);  ctx = pd v
+    ->  dpd = dctx v^T;  dv = pd^T dctx;  dscores = softmax_backward(dropout_backward(dpd)) / sqrt(D);
+        dq = dscores k;  dk = dscores^T q      (the mask is a constant: no gradient).
+    Derivation: DERIVATIONS.md#scaled-dot-product-attention"""
+    q, k, v, pd, c_soft, c_drop = cache
+    dpd = dout @ v.transpose(0, 1, 3, 2)                            # (B, A, T, T)
+    dv = pd.transpose(0, 1, 3, 2) @ dout                            # (B, A, T, D)
+    dscores = softmax_backward(dropout_backward(dpd, c_drop), c_soft)
+    dscores *= 1.0 / math.sqrt(q.shape[-1])
+    dq = dscores @ k                                                # (B, A, T, D)
+    dk = dscores.transpose(0, 1, 3, 2) @ q                          # (B, A, T, D)
+    return dq, dk, dv
+
+
+# ---- layers ----
+
+def embeddings_backward(dout, cache):  # (B*T, H) -> grads of emb.*
+    """forward: x = dropout(LN(E_tok[ids] + E_pos[:T]))  ->  dE_pos[t] = sum over the batch of dsum[:, t]
+    (0 for t >= T), dE_tok = scatter-add of dsum at ids.  Returns grads keyed without the 'emb.' prefix."""
+    c_tok, c_ln, c_drop, pos_shape = cache
+    B, T = c_tok[0].shape
+    g = {}
+    dx = dropout_backward(dout, c_drop)
+    dsum, g["ln.gamma"], g["ln.beta"] = layernorm_backward(dx, c_ln)
+    dtok, dpos_bt = residual_backward(dsum.reshape(B, T, -1))      # (B, T, H)
+    g["tok"] = embedding_backward(dtok, c_tok)                      # (V, H)
+    g["pos"] = np.zeros(pos_shape, dout.dtype)                      # (max_position_embeddings, H)
+    g["pos"][:T] = dpos_bt.sum(axis=0)                              # E_pos broadcast along B: sum over B
+    return g
+
+
+def attention_sublayer_backward(dout, cache, B):  # (B*T, H) -> (B*T, H)
+    """forward: out = LN(x + dropout(merge(attention(x Wq + bq, x Wk + bk, x Wv + bv)) Wo + bo))
+    -> dx = dsum (skip path) + dq Wq^T + dk Wk^T + dv Wv^T (x feeds four paths: their gradients add)."""
+    c_q, c_k, c_v, c_att, c_o, c_drop, c_ln = cache
+    A = c_att[0].shape[1]
+    g = {}
+    ds, g["ln.gamma"], g["ln.beta"] = layernorm_backward(dout, c_ln)
+    dx_skip, da = residual_backward(ds)
+    da = dropout_backward(da, c_drop)
+    dctx, g["Wo"], g["bo"] = linear_backward(da, c_o)               # (B*T, H)
+    dq, dk, dv = attention_backward(split_heads(dctx, B, A), c_att)  # (B, A, T, D) each
+    dx_q, g["Wq"], g["bq"] = linear_backward(merge_heads(dq), c_q)   # (B*T, H)
+    dx_k, g["Wk"], g["bk"] = linear_backward(merge_heads(dk), c_k)
+    dx_v, g["Wv"], g["bv"] = linear_backward(merge_heads(dv), c_v)
+    return dx_skip + dx_q + dx_k + dx_v, g
+
+
+def ffn_sublayer_backward(dout, cache):  # (N, H) -> (N, H)
+    """forward: out = LN(x + dropout(act(x W1 + b1) W2 + b2))  ->  dx = dsum (skip path) + dh W1^T."""
+    c_in, act, c_act, c_out, c_drop, c_ln = cache
+    g = {}
+    ds, g["ln.gamma"], g["ln.beta"] = layernorm_backward(dout, c_ln)
+    dx_skip, dy = residual_backward(ds)
+    dy = dropout_backward(dy, c_drop)
+    dh, g["W2"], g["b2"] = linear_backward(dy, c_out)               # (N, I)
+    dh = (gelu_backward if act == "gelu" else relu_backward)(dh, c_act)
+    dx_ffn, g["W1"], g["b1"] = linear_backward(dh, c_in)            # (N, H)
+    return dx_skip + dx_ffn, g
+
+
+def mlm_head_backward(dlogits, cache):  # (N, V) -> (N, H)
+    """forward: t = LN(act(x Wt + bt));  logits = t E^T + bias
+    ->  dt = dlogits E;  dE (decoder part) = dlogits^T t;  dbias = sum over rows of dlogits.
+    Returns dx, grads keyed without 'mlm.', and the decoder's gradient of the tied E (V, H)."""
+    c_t, act, c_act, c_ln, t, E = cache
+    g = {}
+    dt = dlogits @ E                                                # (N, H)
+    dE = dlogits.T @ t                                              # (V, H)
+    g["bias"] = dlogits.sum(axis=0)                                 # (V,)
+    dh, g["ln.gamma"], g["ln.beta"] = layernorm_backward(dt, c_ln)
+    dh = (gelu_backward if act == "gelu" else relu_backward)(dh, c_act)
+    dx, g["Wt"], g["bt"] = linear_backward(dh, c_t)                 # (N, H)
+    return dx, g, dE
+
+
+# ---- model ----
+
+def _encoder_backward(model, cache, dx):
+    """Reverse replay of MiniBERT._encode. dx: (B*T, H), or (N, H) when the forward ran with an mlm_mask.
+    -> grads for every emb.* and layer*.* key, with 'emb.tok' holding only the embedding-lookup part."""
+    B, T = cache["shape"]
+    rows, grads = cache["rows"], {}
+    L = len(cache["layers"])
+    for i in reversed(range(L)):
+        c_attn, c_ffn = cache["layers"][i]
+        dx, g = ffn_sublayer_backward(dx, c_ffn)
+        grads.update({f"layer{i}.ffn.{k}": v for k, v in g.items()})
+        if rows is not None and i == L - 1:
+            # forward: x = x[rows]  ->  scatter back; unmasked rows of the last attention output get zero gradient
+            dfull = np.zeros((B * T, dx.shape[1]), dx.dtype)        # (B*T, H)
+            dfull[rows] = dx
+            dx = dfull
+        dx, g = attention_sublayer_backward(dx, c_attn, B)
+        grads.update({f"layer{i}.attn.{k}": v for k, v in g.items()})
+    g = embeddings_backward(dx, cache["emb"])
+    grads.update({f"emb.{k}": v for k, v in g.items()})
+    return grads
+
+
+def encoder_backward(model, cache, dh):
+    """dh: (B, T, H), gradient of the loss w.r.t. h from model.encode() -> grads for emb.* and layer*.* keys."""
+    if cache["rows"] is not None:
+        raise ValueError("encoder_backward needs the cache of encode() (or forward() without mlm_mask).")
+    return _encoder_backward(model, cache, dh.reshape(-1, dh.shape[-1]))
+
+
+def backward(model, cache, dlogits):
+    """dlogits: (B, T, V), or (N, V) when the forward ran with an mlm_mask -> grads, same keys and shapes
+    as model.params. The tied E_tok gets the sum of its decoder and embedding-lookup gradients."""
+    V = dlogits.shape[-1]
+    dx, g, dE_dec = mlm_head_backward(dlogits.reshape(-1, V), cache["head"])
+    grads = _encoder_backward(model, cache, dx)
+    grads["emb.tok"] += dE_dec                                      # tied weight: decoder + lookup gradients
+    grads.update({f"mlm.{k}": v for k, v in g.items()})
+    return {k: grads[k] for k in model.params}                      # the params' key order
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Finite-difference check of every backward, in float64.")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
+    from gradcheck import check_all
+    ok = True
+    for name, err, tol in check_all(seed=args.seed):
+        good = err <= tol
+        ok &= good
+        print(f"{name:<20} | rel_err {err:.1e} | {'ok' if good else 'FAIL (tol %.0e)' % tol}")
+    print("all ok" if ok else "SOME CHECKS FAILED")
+    if not ok:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
