@@ -1,0 +1,740 @@
+"""MLM pretraining of Mini-BERT: data -> masked batches -> forward -> backward -> AdamW, with checkpoints,
+metrics and plots; and `--benchmark`, the speed of that same training step.
+
+One step (logical batch = batch_size x accum rows of T tokens):
+    for each micro-batch:   ids = PackedBatches.next_batch();  (input, labels) = mask_tokens(ids)   (BERT §3.1)
+        its rows are split into `threads` shards that run forward + backward at the same time on worker threads
+        (data parallelism in miniature: each shard's gradient is weighted by its share of the masked tokens,
+        and the shard gradients are summed, so the result is the gradient of the mean loss over the logical batch)
+    grad_norm = clip_grad_norm(grads, clip);  lr = lr_at(step);  AdamW.step(grads, lr)
+
+Usage:
+    python train.py                                   # the default recipe: mini on wiki_en_2015, 120 minutes
+    python train.py --time-budget 60 --out runs/mini60
+    python train.py --out runs/mini60 --resume        # continue a stopped run exactly where it stopped
+    python train.py --benchmark --batch-size 32       # ms/step (fwd/bwd/opt), GFLOP/s vs matmul floor, vs torch
+
+Writes to --out: metrics.jsonl (one JSON object per logged step), loss.png, heldout.png, lr.png, grad_norm.png,
+last.npz and best.npz (models, MiniBERT.load reads them), resume.npz (model + optimizer + RNG + data position
++ step, what --resume reads). All written atomically (temp file, then os.replace).
+
+Expect: see the README for the measured default run (held-out MLM accuracy and perplexity after 60 minutes).
+"""
+import argparse
+import ctypes
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+import gradients
+import mlm
+from config import PRESETS, get_config
+from model import MiniBERT
+from optimizer import AdamW, clip_grad_norm, lr_at
+
+REPO = Path(__file__).resolve().parent
+
+
+class UserError(Exception):
+    """A mistake in the command line or the files it names: printed as one line, no traceback."""
+
+
+# ---- threads ----
+
+def set_blas_threads(n):
+    """Set OpenBLAS's thread count at run time (NumPy wheels bundle scipy-openblas). We run shards on our
+    own threads, so each matmul should use one. Returns True if the library was found."""
+    import glob
+    libdir = Path(np.__file__).resolve().parent.parent
+    for f in glob.glob(str(libdir / "numpy.libs" / "*openblas*")) + glob.glob(str(libdir / "numpy" / ".dylibs" / "*openblas*")):
+        try:
+            lib = ctypes.CDLL(f)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            if hasattr(lib, name):
+                getattr(lib, name)(int(n))
+                return True
+    return False
+
+
+class Workers:
+    """`n` threads that run one function over shards of a batch. With n == 1 it runs inline (and BLAS may
+    use all cores); with n > 1 each matmul runs single-threaded inside its worker."""
+
+    def __init__(self, n):
+        self.n = max(1, int(n))
+        self.pool = ThreadPoolExecutor(self.n) if self.n > 1 else None
+        set_blas_threads(1 if self.n > 1 else (os.cpu_count() or 1))
+
+    def map(self, fn, items):
+        if self.pool is None or len(items) == 1:
+            return [fn(x) for x in items]
+        return list(self.pool.map(fn, items))
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+# ---- one training step ----
+
+def make_micro_batch(ids, rng, tok_info, args, n_shards):
+    """Mask one (B, T) batch (BERT §3.1) and split it into row shards, each with its own dropout seed."""
+    word_ids = None
+    if args.whole_word_mask:
+        word_ids = mlm.word_ids_from_ids(ids, tok_info["is_continuation"], tok_info["special_ids"])
+    input_ids, labels = mlm.mask_tokens(ids, rng, tok_info["vocab_size"], tok_info["special_ids"],
+                                        mask_prob=args.mask_prob, whole_word=args.whole_word_mask,
+                                        word_ids=word_ids, mask_id=tok_info["mask_id"])
+    seeds = rng.integers(0, 2 ** 63, size=n_shards)
+    parts = np.array_split(np.arange(ids.shape[0]), n_shards)
+    return [(input_ids[p], labels[p], int(s)) for p, s in zip(parts, seeds) if len(p)]
+
+
+def train_step(model, opt, micro_batches, lr, clip, workers, timer=None):
+    """Forward + backward over every shard of every micro-batch, then clip and AdamW.
+    micro_batches: list of lists of shards (input_ids, labels, seed). The loss is the mean over all masked
+    tokens of the logical batch: shard s with n_s of the N masked tokens gets dlogits * n_s / N.
+    Returns a dict (loss, n_masked, grad_norm, grads); the update is skipped if loss or norm is not finite."""
+    N = sum(int((lab != mlm.IGNORE_INDEX).sum()) for shards in micro_batches for _, lab, _ in shards)
+    total_loss, grads = 0.0, None
+    t = time.perf_counter()
+
+    def forward(shard):
+        input_ids, labels, seed = shard
+        mlm_mask = labels != mlm.IGNORE_INDEX                       # (b, T)
+        logits, cache = model.forward(input_ids, mlm_mask=mlm_mask, training=True,
+                                      rng=np.random.default_rng(seed))   # (n_s, V)
+        loss, dlogits = mlm.mlm_loss(logits, labels[mlm_mask])
+        n_s = int(mlm_mask.sum())
+        dlogits *= n_s / max(N, 1)                                  # weight of this shard in the mean
+        return loss * n_s, cache, dlogits
+
+    def backward(out):
+        _, cache, dlogits = out
+        return gradients.backward(model, cache, dlogits)
+
+    for shards in micro_batches:
+        outs = workers.map(forward, shards)
+        t_fwd = time.perf_counter()
+        shard_grads = workers.map(backward, outs)
+        total_loss += sum(o[0] for o in outs)
+        del outs
+        for g in shard_grads:                                       # sum of the shards' gradients
+            if grads is None:
+                grads = g
+            else:
+                for k in grads:
+                    grads[k] += g[k]
+        del shard_grads
+        t_bwd = time.perf_counter()
+        if timer is not None:
+            timer["forward"] += t_fwd - t
+            timer["backward"] += t_bwd - t_fwd
+        t = t_bwd
+    loss = total_loss / max(N, 1)
+    norm = clip_grad_norm(grads, clip)
+    ok = math.isfinite(loss) and math.isfinite(norm)
+    if ok:
+        opt.step(grads, lr=lr)
+    if timer is not None:
+        timer["optimizer"] += time.perf_counter() - t
+    return {"loss": loss, "n_masked": N, "grad_norm": norm, "grads": grads, "ok": ok}
+
+
+def layer_grad_norms(grads):
+    """{'emb': ..., 'layer0': ..., 'mlm': ...}: L2 norm of each group (prefix before the first '.')."""
+    sq = {}
+    for k, g in grads.items():
+        group = k.split(".", 1)[0]
+        sq[group] = sq.get(group, 0.0) + float(np.vdot(g, g))
+    return {k: math.sqrt(v) for k, v in sq.items()}
+
+
+def evaluate_mlm(model, eval_set, workers):
+    """Held-out MLM loss, accuracy and perplexity over a fixed masked set (no dropout).
+    eval_set: list of (input_ids (B, T), labels (B, T))."""
+    def one(batch):
+        input_ids, labels = batch
+        mlm_mask = labels != mlm.IGNORE_INDEX
+        logits, _ = model.forward(input_ids, mlm_mask=mlm_mask)     # (n, V)
+        y = labels[mlm_mask]
+        loss, _ = mlm.mlm_loss(logits, y)
+        return loss * len(y), int((logits.argmax(-1) == y).sum()), len(y)
+    res = workers.map(one, eval_set)
+    n = sum(r[2] for r in res)
+    loss = sum(r[0] for r in res) / max(n, 1)
+    return {"val_loss": loss, "val_acc": sum(r[1] for r in res) / max(n, 1),
+            "val_ppl": math.exp(min(loss, 50.0)), "val_tokens": n}
+
+
+# ---- checkpoints ----
+
+def atomic_savez(path, **arrays):
+    """np.savez into path.tmp-<pid>, fsync, then os.replace: a reader sees the old file or the new one, never half."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def model_arrays(model):
+    """The arrays of MiniBERT.save's format: every param by name plus '__config__'."""
+    return {"__config__": np.array(model.config.to_json()), **model.params}
+
+
+def save_checkpoint(out, model, opt, state, best=False):
+    """resume.npz: model + optimizer moments + run state (JSON: step, RNG, data position, args);
+    last.npz (and best.npz if best): the model alone, in MiniBERT.save's format."""
+    opt_state = opt.state_dict()
+    meta = {k: v for k, v in opt_state.items() if k not in ("m", "v")}
+    arrays = model_arrays(model)
+    arrays.update({f"opt.m/{k}": a for k, a in opt_state["m"].items()})
+    arrays.update({f"opt.v/{k}": a for k, a in opt_state["v"].items()})
+    arrays["__state__"] = np.array(json.dumps({**state, "optimizer": meta}))
+    atomic_savez(out / "resume.npz", **arrays)
+    atomic_savez(out / "last.npz", **model_arrays(model))
+    if best:
+        atomic_savez(out / "best.npz", **model_arrays(model))
+
+
+def load_checkpoint(path):
+    """-> (model, optimizer state dict, run state dict) from a resume.npz."""
+    from config import BertConfig
+    with np.load(path, allow_pickle=False) as f:
+        config = BertConfig.from_dict(json.loads(str(f["__config__"])))
+        state = json.loads(str(f["__state__"]))
+        model = MiniBERT(config)
+        model.params = {k: f[k] for k in model.params}
+        opt_state = dict(state.pop("optimizer"))
+        opt_state["m"] = {k: f[f"opt.m/{k}"] for k in model.params}
+        opt_state["v"] = {k: f[f"opt.v/{k}"] for k in model.params}
+    return model, opt_state, state
+
+
+# ---- data ----
+
+def load_data(args, T, log):
+    """Resolve the corpus, get the vocab (train it if missing), prepare the token files (cached).
+    -> (tokenizer, train tokens (memmap), validation tokens or None)."""
+    import data
+    from tokenizer import WordPieceTokenizer
+    try:
+        train_path, valid_path, desc = data.resolve_corpus(args.corpus, args.data_dir)
+    except FileNotFoundError:
+        if args.corpus is not None:
+            raise
+        log("no default corpus found: downloading wikitext-103 into data/")
+        data.download("wikitext-103", REPO / "data")
+        train_path, valid_path, desc = data.resolve_corpus(None, REPO / "data")
+    if args.valid is not None:
+        valid_path = Path(args.valid)
+        if not valid_path.is_file():
+            raise UserError(f"validation file {valid_path} does not exist.")
+    log(desc)
+    cache = Path(args.cache_dir) if args.cache_dir else REPO / "data"
+    vocab_file = Path(args.vocab) if args.vocab else cache / "vocab-8192.txt"
+    if vocab_file.is_file():
+        tok = WordPieceTokenizer.load(vocab_file)
+        log(f"vocab {vocab_file} ({tok.vocab_size} tokens)")
+    else:
+        log(f"training an 8192-piece WordPiece vocab on {train_path} -> {vocab_file}")
+        paragraphs = (p for doc in data.read_documents(train_path) for p in doc)
+        tok = WordPieceTokenizer.train(paragraphs, vocab_size=8192)
+        vocab_file.parent.mkdir(parents=True, exist_ok=True)
+        tok.save(vocab_file)
+    out_dir = cache
+    meta = data.prepare(train_path, vocab_file, out_dir)
+    tokens, _ = data.load_tokens(meta["bin"])
+    valid = None
+    if valid_path is not None:
+        vmeta = data.prepare(valid_path, vocab_file, out_dir)
+        valid, _ = data.load_tokens(vmeta["bin"])
+    return tok, tokens, valid
+
+
+# ---- metrics and plots ----
+
+def read_metrics(path, upto=None):
+    """The records of metrics.jsonl (those with step <= upto if given)."""
+    if not path.is_file():
+        return []
+    recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in recs if upto is None or r["step"] <= upto]
+
+
+def plot_metrics(out, recs):
+    """loss.png (train + held-out), heldout.png (accuracy, perplexity), lr.png, grad_norm.png (per layer)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    train = [r for r in recs if "loss" in r]
+    val = [r for r in recs if "val_loss" in r]
+    if not train:
+        return
+    steps = [r["step"] for r in train]
+
+    def save(fig, name):
+        fig.tight_layout()
+        tmp = out / f".{name}.tmp.png"
+        fig.savefig(tmp, dpi=80)
+        plt.close(fig)
+        os.replace(tmp, out / name)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, [r["loss"] for r in train], lw=0.6, label="train (masked tokens)")
+    if val:
+        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="held-out")
+    ax.set(xlabel="step", ylabel="MLM loss (nats)", title="MLM loss")
+    ax.legend()
+    save(fig, "loss.png")
+    if val:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+        a1.plot([r["step"] for r in val], [r["val_acc"] for r in val], "o-")
+        a1.set(xlabel="step", ylabel="accuracy", title="held-out MLM accuracy")
+        a2.plot([r["step"] for r in val], [r["val_ppl"] for r in val], "o-", color="C1")
+        a2.set(xlabel="step", ylabel="perplexity", title="held-out MLM perplexity", yscale="log")
+        save(fig, "heldout.png")
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(steps, [r["lr"] for r in train])
+    ax.set(xlabel="step", ylabel="lr", title="learning rate")
+    save(fig, "lr.png")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups = [k for k in train[-1] if k.startswith("grad_norm/")]
+    for k in groups:
+        ax.plot(steps, [r.get(k, float("nan")) for r in train], lw=0.6, label=k.split("/", 1)[1])
+    ax.set(xlabel="step", ylabel="L2 norm (before clipping)", title="gradient norm per layer", yscale="log")
+    ax.legend(fontsize=7)
+    save(fig, "grad_norm.png")
+
+
+def peak_rss_mb():
+    try:
+        import resource
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return kb / 1024 if sys.platform != "darwin" else kb / 2 ** 20
+    except ImportError:                                             # Windows
+        return float("nan")
+
+
+# ---- training ----
+
+CLI_ONLY = {"out", "resume", "stop_at", "threads", "quiet", "benchmark", "no_torch", "bench_steps"}
+RESUME_OVERRIDES = {"steps", "time_budget", "eval_every", "save_every", "log_every"}
+# --resume: CLI_ONLY flags come from this command line, RESUME_OVERRIDES from it when given (else from the
+# run), and everything else (the recipe) from the run itself.
+
+
+def run(args, given):
+    from tqdm import tqdm
+    out = Path(args.out)
+    log = print
+    state = None
+    if args.resume:
+        ckpt = out / "resume.npz"
+        if not ckpt.is_file():
+            raise UserError(f"--resume: no checkpoint {ckpt}; start the run without --resume.")
+        model, opt_state, state = load_checkpoint(ckpt)
+        saved = state["args"]
+        keep = CLI_ONLY | (RESUME_OVERRIDES & given)
+        ignored = sorted(k for k in given - keep if saved.get(k) != getattr(args, k))
+        if ignored:
+            log(f"note: --resume keeps the run's own {', '.join('--' + k.replace('_', '-') for k in ignored)}")
+        for k, v in saved.items():
+            if k not in keep:
+                setattr(args, k, v)
+        log(f"resuming {ckpt} at step {state['step']}")
+    if args.steps is None and args.time_budget is None:
+        args.time_budget = 120.0
+    tok, tokens, valid = load_data(args, None, log)
+    config = get_config(args.preset, vocab_size=tok.vocab_size)
+    if args.dropout is not None:
+        config = get_config(args.preset, vocab_size=tok.vocab_size, hidden_dropout_prob=args.dropout,
+                            attention_probs_dropout_prob=args.dropout)
+    T = config.max_position_embeddings
+    if valid is None:                                               # hold out the end of the training stream
+        cut = max(len(tokens) // 200, 40 * T)
+        tokens, valid = tokens[:-cut], tokens[-cut:]
+    tok_info = {"vocab_size": tok.vocab_size, "special_ids": list(tok.special_ids), "mask_id": tok.mask_id,
+                "is_continuation": tok.is_continuation}
+    import data
+    n_eval = min(args.eval_batches, (len(valid) // (T - 2)) // args.batch_size)
+    if n_eval < 1:
+        raise UserError(f"the validation stream ({len(valid)} tokens) is too short for one batch of "
+                        f"{args.batch_size} x {T}; pass a larger --valid file or a smaller --batch-size.")
+    eval_rng = np.random.default_rng(1234)                          # the same masks at every evaluation
+    eval_set = [mlm.mask_tokens(b, eval_rng, tok.vocab_size, tok_info["special_ids"], args.mask_prob,
+                                mask_id=tok.mask_id)
+                for b in data.heldout_batches(valid, T, args.batch_size, n_eval)]
+    batches = data.PackedBatches(tokens, T, args.batch_size, seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    if state is None:
+        model = MiniBERT(config, seed=args.seed)
+        state = {"step": 0, "tokens": 0, "elapsed_s": 0.0, "train_s": 0.0, "best_val_loss": None,
+                 "total_steps": args.steps}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.jsonl").write_text("", encoding="utf-8")
+    else:
+        if model.config.vocab_size != tok.vocab_size:
+            raise UserError(f"the checkpoint has vocab_size {model.config.vocab_size} but the vocab has "
+                            f"{tok.vocab_size}; resume with the run's own --vocab.")
+        config = model.config
+        batches.load_state_dict(state["data"])
+        rng.bit_generator.state = state["rng"]
+        recs = read_metrics(out / "metrics.jsonl", upto=state["step"])     # drop lines after the checkpoint
+        (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+        if args.steps is not None:
+            state["total_steps"] = args.steps
+    opt = AdamW(model.params, lr=args.lr, betas=(0.9, 0.999), eps=1e-6, weight_decay=args.weight_decay)
+    if args.resume:
+        opt.load_state_dict(opt_state)
+    workers = Workers(min(args.threads, args.batch_size))
+    print(f"config: {config.to_json()}")
+    print(f"recipe: {json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in ('benchmark',)})}")
+    print(f"{model.num_params():,} params | {len(tokens):,} training tokens | held-out {n_eval} x "
+          f"{args.batch_size} x {T} rows, {sum(int((l != -100).sum()) for _, l in eval_set):,} masked tokens | "
+          f"{workers.n} threads")
+
+    budget_s = None if args.time_budget is None else 60.0 * args.time_budget
+    tokens_per_step = args.batch_size * args.accum * T
+    stop = {"flag": False}
+
+    def on_sigint(signum, frame):
+        if stop["flag"]:
+            raise KeyboardInterrupt
+        stop["flag"] = True
+        tqdm.write("Ctrl-C: finishing this step, saving a checkpoint and exiting (Ctrl-C again to abort)")
+    old_handler = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+
+    def checkpoint(best=False):
+        st = {**state, "rng": rng.bit_generator.state, "data": batches.state_dict(), "args": vars(args)}
+        save_checkpoint(out, model, opt, st, best=best)
+
+    def total_steps():
+        """--steps, or the estimate from the measured speed so that the schedule ends with the time budget."""
+        if state["total_steps"] is not None:
+            return state["total_steps"]
+        if state["step"] < 20:
+            return max(args.warmup + 1, 10 ** 9)
+        return max(args.warmup + 1, int(budget_s * state["step"] / max(state["elapsed_s"], 1e-9)))
+
+    def done():
+        if state["total_steps"] is not None and state["step"] >= state["total_steps"]:
+            return True
+        return budget_s is not None and state["elapsed_s"] >= budget_s
+
+    last_eval = {"step": None}
+
+    def do_eval():
+        ev = evaluate_mlm(model, eval_set, workers)
+        last_eval["step"] = state["step"]
+        best = state["best_val_loss"] is None or ev["val_loss"] < state["best_val_loss"]
+        if best:
+            state["best_val_loss"] = ev["val_loss"]
+        return ev, best
+
+    metrics_f = open(out / "metrics.jsonl", "a", encoding="utf-8")
+    bar = tqdm(total=state["total_steps"], initial=state["step"], unit="step", dynamic_ncols=True,
+               disable=args.quiet)
+    loss_acc, n_acc = 0.0, 0
+    t_prev = time.perf_counter()
+    try:
+        while not done() and not stop["flag"]:
+            if args.stop_at is not None and state["step"] >= args.stop_at:
+                break
+            step = state["step"]
+            lr = lr_at(step, args.lr, args.warmup, total_steps(), args.schedule, args.min_lr)
+            n_shards = workers.n
+            micro = [make_micro_batch(batches.next_batch(), rng, tok_info, args, n_shards)
+                     for _ in range(args.accum)]
+            res = train_step(model, opt, micro, lr, args.clip, workers)
+            if not res["ok"]:
+                bar.close()
+                raise UserError(
+                    f"loss {res['loss']:.4g}, grad norm {res['grad_norm']:.4g} at step {step + 1} (lr {lr:.2e}): "
+                    f"training diverged, stopped without saving. The last good checkpoint is {out / 'resume.npz'} "
+                    f"(see metrics.jsonl for its step). Try a lower --lr (e.g. --lr {args.lr / 2:.1e}) "
+                    f"or --clip 1.0, and start again.")
+            now = time.perf_counter()
+            state["train_s"] += now - t_prev                        # step time alone (for ms/step, tokens/s)
+            state["step"] += 1
+            state["tokens"] += tokens_per_step
+            loss_acc += res["loss"]
+            n_acc += 1
+            step = state["step"]
+            is_eval = step % args.eval_every == 0 or done() or (args.stop_at is not None and step >= args.stop_at)
+            if step % args.log_every == 0 or is_eval:
+                rec = {"step": step, "loss": loss_acc / n_acc, "lr": lr, "grad_norm": res["grad_norm"],
+                       **{f"grad_norm/{k}": v for k, v in layer_grad_norms(res["grads"]).items()},
+                       "tokens": state["tokens"], "elapsed_s": round(state["elapsed_s"], 3)}
+                loss_acc, n_acc = 0.0, 0
+                if is_eval:
+                    ev, best = do_eval()
+                    rec.update(ev)
+                    rec["peak_rss_mb"] = round(peak_rss_mb(), 1)
+                metrics_f.write(json.dumps(rec) + "\n")
+                metrics_f.flush()
+                if state["total_steps"] is None and budget_s is not None:
+                    bar.total = total_steps()
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.1e}",
+                                tok_s=f"{state['tokens'] / max(state['train_s'], 1e-9):.0f}")
+                if is_eval:
+                    bar.write(f"step {step:5d} | loss {rec['loss']:.4f} | lr {lr:.1e} | "
+                              f"{1e3 * state['train_s'] / max(step, 1):.0f} ms/step | held-out loss "
+                              f"{ev['val_loss']:.4f} acc {ev['val_acc']:.4f} ppl {ev['val_ppl']:.1f}")
+                    checkpoint(best=best)
+                    plot_metrics(out, read_metrics(out / "metrics.jsonl"))
+            if step % args.save_every == 0 and not is_eval:
+                checkpoint()
+            bar.update(1)
+            now = time.perf_counter()                               # the time budget counts evals and saves too
+            state["elapsed_s"] += now - t_prev
+            t_prev = now
+    finally:
+        bar.close()
+        metrics_f.close()
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+    if stop["flag"] or (args.stop_at is not None and not done()):
+        checkpoint()
+        workers.close()
+        print(f"stopped at step {state['step']}: saved {out / 'resume.npz'}; continue with "
+              f"`python train.py --out {out} --resume`")
+        return state
+    if last_eval["step"] != state["step"]:                           # the final evaluation
+        ev, best = do_eval()
+        rec = {"step": state["step"], **ev, "peak_rss_mb": round(peak_rss_mb(), 1)}
+        with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+        checkpoint(best=best)
+        plot_metrics(out, read_metrics(out / "metrics.jsonl"))
+    workers.close()
+    print(f"done: {state['step']} steps, {state['tokens']:,} tokens in {state['elapsed_s'] / 60:.1f} min | "
+          f"held-out MLM loss {ev['val_loss']:.4f} | accuracy {ev['val_acc']:.4f} | perplexity {ev['val_ppl']:.1f} | "
+          f"peak RSS {peak_rss_mb():.0f} MB | best model {out / 'best.npz'}")
+    return state
+
+
+# ---- benchmark ----
+
+def gemm_shapes(config, B, T, n_masked):
+    """Every matmul of one training step as (batch, M, K, N, transpose_a), in the model's own shapes: the
+    encoder on B*T rows, except the last layer's FFN and the MLM head, which run on the n masked rows."""
+    H, I, V, A, L = (config.hidden_size, config.intermediate_size, config.vocab_size,
+                     config.num_attention_heads, config.num_hidden_layers)
+    D, R = H // A, B * T
+    shapes = []
+
+    def linear(rows, k, n):                                         # forward, dx = dout W^T, dW = x^T dout
+        shapes.extend([(1, rows, k, n, False), (1, rows, n, k, False), (1, k, rows, n, True)])
+    for i in range(L):
+        for _ in range(4):
+            linear(R, H, H)                                         # Wq, Wk, Wv, Wo
+        shapes.extend([(B * A, T, D, T, False), (B * A, T, T, D, False)])   # scores, ctx
+        shapes.extend([(B * A, T, D, T, False), (B * A, T, T, D, True),     # dpd, dv
+                       (B * A, T, T, D, False), (B * A, T, T, D, True)])    # dq, dk
+        rows = n_masked if i == L - 1 else R
+        linear(rows, H, I)                                          # W1
+        linear(rows, I, H)                                          # W2
+    linear(n_masked, H, H)                                          # mlm.Wt
+    shapes.extend([(1, n_masked, H, V, False), (1, n_masked, V, H, False), (1, V, n_masked, H, True)])  # decoder
+    return shapes
+
+
+def matmul_floor(shapes, repeats=5):
+    """(seconds, flops): the fastest of `repeats` timings of each GEMM shape, float32, BLAS on all cores."""
+    rng = np.random.default_rng(0)
+    total_s, flops = 0.0, 0
+    for (b, m, k, n, ta) in shapes:
+        a = rng.standard_normal((b, k, m) if ta else (b, m, k), dtype=np.float32)
+        a = a.transpose(0, 2, 1) if ta else a
+        w = rng.standard_normal((b, k, n), dtype=np.float32)
+        if b == 1:
+            a, w = a[0], w[0]
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            a @ w
+            best = min(best, time.perf_counter() - t)
+        total_s += best
+        flops += 2 * b * m * k * n
+    return total_s, flops
+
+
+def torch_step_ms(config, params, batches, threads, lr=1e-3):
+    """Mean ms of (forward, backward, optimizer) of the same step in plain PyTorch (tests/torch_bert.py),
+    eager, float32, torch.optim.AdamW with the same parameter groups; None if torch is missing."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    sys.path.insert(0, str(REPO / "tests"))
+    import torch_bert
+    torch.set_num_threads(threads)
+    tmodel = torch_bert.TorchBert(config, {k: np.asarray(v, np.float32) for k, v in params.items()})
+    named = dict(tmodel.named_parameters())
+    groups = [{"params": [p for p in named.values() if p.dim() >= 2], "weight_decay": 0.01},
+              {"params": [p for p in named.values() if p.dim() < 2], "weight_decay": 0.0}]
+    topt = torch.optim.AdamW(groups, lr=lr, eps=1e-6)
+    times = []
+    for i, (input_ids, labels) in enumerate(batches):
+        ids_t = torch.from_numpy(input_ids)
+        mask_t = torch.from_numpy(labels != mlm.IGNORE_INDEX)
+        y_t = torch.from_numpy(labels[labels != mlm.IGNORE_INDEX])
+        t0 = time.perf_counter()
+        logits = tmodel(ids_t, mlm_mask=mask_t)
+        loss = torch.nn.functional.cross_entropy(logits, y_t)
+        t1 = time.perf_counter()
+        topt.zero_grad(set_to_none=True)
+        loss.backward()
+        t2 = time.perf_counter()
+        topt.step()
+        t3 = time.perf_counter()
+        if i >= 3:                                                  # skip the warm-up steps
+            times.append((t1 - t0, t2 - t1, t3 - t2))
+    return [1e3 * float(np.mean(c)) for c in zip(*times)]
+
+
+def benchmark(args):
+    """Time args.bench_steps steps of train_step (the training code path) on synthetic ids."""
+    config = get_config(args.preset, **({} if args.dropout is None else
+                                        {"hidden_dropout_prob": args.dropout, "attention_probs_dropout_prob": args.dropout}))
+    B, T, V = args.batch_size, config.max_position_embeddings, config.vocab_size
+    model = MiniBERT(config, seed=args.seed)
+    opt = AdamW(model.params, lr=args.lr, weight_decay=args.weight_decay)
+    workers = Workers(min(args.threads, B))
+    rng = np.random.default_rng(args.seed)
+    tok_info = {"vocab_size": V, "special_ids": [0, 1, 2, 3, 4], "mask_id": 4, "is_continuation": None}
+    warm, n = 3, args.bench_steps
+    timer = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    masked, batches = [], []
+    for i in range(warm + n):
+        ids = rng.integers(5, V, size=(B * args.accum, T))
+        ids[:, 0], ids[:, -1] = 2, 3                                # [CLS] ... [SEP], as PackedBatches makes them
+        micro = [make_micro_batch(ids[j * B:(j + 1) * B], rng, tok_info, args, workers.n) for j in range(args.accum)]
+        if i == warm:
+            for k in timer:
+                timer[k] = 0.0
+            t0 = time.perf_counter()
+        res = train_step(model, opt, micro, args.lr, args.clip, workers, timer=timer)
+        masked.append(res["n_masked"])
+        batches.append((np.concatenate([s[0] for m in micro for s in m]), np.concatenate([s[1] for m in micro for s in m])))
+    total = time.perf_counter() - t0
+    workers.close()
+    rss = peak_rss_mb()
+    ms = {k: 1e3 * v / n for k, v in timer.items()}
+    ms_step = 1e3 * total / n
+    n_masked = float(np.mean(masked[warm:])) / args.accum
+    set_blas_threads(os.cpu_count() or 1)
+    floor_s, flops = matmul_floor(gemm_shapes(config, B, T, int(round(n_masked))))
+    floor_ms, flops = 1e3 * floor_s * args.accum, flops * args.accum
+    tok_s = B * args.accum * T / (ms_step / 1e3)
+    print(f"benchmark: {args.preset}, float32, B={B} x accum {args.accum}, T={T}, mask {args.mask_prob:.0%} "
+          f"(~{n_masked:.0f} masked rows per micro-batch), {workers.n} threads, {n} steps after {warm} warm-up")
+    print(f"{'':12s} | {'ms/step':>8s} | {'forward':>8s} | {'backward':>8s} | {'optimizer':>9s} | {'tokens/s':>8s} | GFLOP/s")
+    print(f"{'numpy':12s} | {ms_step:8.1f} | {ms['forward']:8.1f} | {ms['backward']:8.1f} | {ms['optimizer']:9.1f} | "
+          f"{tok_s:8.0f} | {flops / (ms_step / 1e3) / 1e9:7.1f}")
+    print(f"{'matmul floor':12s} | {floor_ms:8.1f} | {'':8s} | {'':8s} | {'':9s} | {'':8s} | {flops / floor_s / args.accum / 1e9:7.1f}")
+    result = {"preset": args.preset, "batch_size": B, "accum": args.accum, "seq_len": T, "threads": workers.n,
+              "ms_per_step": round(ms_step, 2), "forward_ms": round(ms["forward"], 2),
+              "backward_ms": round(ms["backward"], 2), "optimizer_ms": round(ms["optimizer"], 2),
+              "tokens_per_s": round(tok_s, 1), "gflops": round(flops / (ms_step / 1e3) / 1e9, 2),
+              "floor_ms": round(floor_ms, 2), "floor_ratio": round(ms_step / floor_ms, 3),
+              "peak_rss_mb": round(rss, 1)}
+    if not args.no_torch:
+        tms = torch_step_ms(config, model.params, batches, args.threads, lr=args.lr)
+        if tms is not None:
+            t_step = sum(tms)
+            print(f"{'torch eager':12s} | {t_step:8.1f} | {tms[0]:8.1f} | {tms[1]:8.1f} | {tms[2]:9.1f} | "
+                  f"{B * args.accum * T / (t_step / 1e3):8.0f} | {flops / (t_step / 1e3) / 1e9:7.1f}")
+            result.update({"torch_ms_per_step": round(t_step, 2), "torch_ratio": round(ms_step / t_step, 3)})
+    print(f"numpy / matmul floor: {result['floor_ratio']:.2f}x" +
+          (f" | numpy / torch: {result['torch_ratio']:.2f}x" if "torch_ratio" in result else "") +
+          f" | peak RSS {rss:.0f} MB")
+    print(json.dumps(result))
+    return result
+
+
+# ---- command line ----
+
+def build_parser(suppress=False):
+    """suppress=True: no defaults, so parse_args returns only the flags actually given (for --resume)."""
+    p = argparse.ArgumentParser(description="Pretrain Mini-BERT with masked language modelling.",
+                                argument_default=argparse.SUPPRESS if suppress else None)
+
+    def add(*flags, **kw):
+        if suppress:
+            kw.pop("default", None)
+        p.add_argument(*flags, **kw)
+    add("--preset", default="mini", choices=sorted(PRESETS), help="model size (config.py)")
+    add("--corpus", default=None, help="training text (default: data.py's resolver, wiki_en_2015 here)")
+    add("--valid", default=None, help="held-out text (default: the validation file next to the corpus)")
+    add("--data-dir", default=None, help="where to look for the default corpus (default: data.default_data_dir())")
+    add("--vocab", default=None, help="WordPiece vocab file (default data/vocab-8192.txt; trained if missing)")
+    add("--cache-dir", default=None, help="where the vocab and the prepared token files live (default data/)")
+    add("--out", default=None, help="run directory (default runs/<preset>)")
+    add("--steps", type=int, default=None, help="optimizer steps (overrides --time-budget)")
+    add("--time-budget", type=float, default=None,
+        help="minutes of training, evaluations included (default 120); the LR schedule's length is estimated "
+             "from the measured speed so that its decay ends with the budget")
+    add("--batch-size", type=int, default=32, help="rows of T tokens per micro-batch")
+    add("--accum", type=int, default=1, help="micro-batches per optimizer step (logical batch = batch-size x accum)")
+    add("--threads", type=int, default=os.cpu_count() or 1, help="worker threads (each micro-batch is split across them)")
+    add("--lr", type=float, default=1e-3, help="peak learning rate")
+    add("--min-lr", type=float, default=0.0, help="floor of the decay")
+    add("--warmup", type=int, default=300, help="linear warmup steps")
+    add("--schedule", default="linear", choices=["linear", "cosine", "constant"])
+    add("--weight-decay", type=float, default=0.01)
+    add("--clip", type=float, default=1.0, help="global gradient-norm clip (0 = off)")
+    add("--mask-prob", type=float, default=0.15)
+    add("--whole-word-mask", action="store_true", default=False)
+    add("--dropout", type=float, default=None, help="hidden and attention dropout (default: the preset's)")
+    add("--eval-every", type=int, default=500)
+    add("--eval-batches", type=int, default=32, help="held-out batches of batch-size rows")
+    add("--save-every", type=int, default=1000)
+    add("--log-every", type=int, default=10, help="steps per metrics.jsonl line (loss averaged over them)")
+    add("--seed", type=int, default=0)
+    add("--resume", action="store_true", default=False, help="continue the run in --out")
+    add("--benchmark", action="store_true", default=False, help="time the training step on synthetic ids")
+    add("--bench-steps", type=int, default=20)
+    add("--no-torch", action="store_true", default=False, help="benchmark: skip the PyTorch side")
+    add("--quiet", action="store_true", default=False, help="no progress bar")
+    add("--stop-at", type=int, default=None, help=argparse.SUPPRESS)   # stop (and save) after this step
+    return p
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    given = set(vars(build_parser(suppress=True).parse_args(argv)))
+    if args.out is None:
+        args.out = str(Path("runs") / args.preset)
+    try:
+        for name in ("batch_size", "accum", "threads", "eval_every", "save_every", "log_every", "eval_batches"):
+            if getattr(args, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+        if not 0.0 < args.mask_prob < 1.0:
+            raise UserError(f"--mask-prob must be in (0, 1), got {args.mask_prob}.")
+        if args.benchmark:
+            return benchmark(args)
+        return run(args, given)
+    except (UserError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
