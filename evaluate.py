@@ -1,0 +1,456 @@
+"""What did pretraining teach the model? Every figure next to the control that gives it meaning, in one report.
+
+    1. held-out MLM accuracy and perplexity (fixed masking seed), vs a random-init model and a unigram guess
+    2. the POS probe by layer (probe_pos.py): trained, random init, control task, selectivity, word baselines
+    3. SST-2 (finetune_sst2.py): from the checkpoint and from random init, and the bag-of-words floor
+    4. attention heatmaps for a few sentences
+    5. gradient flow and representation metrics (metrics.py), trained vs random init
+    6. overfitting one batch: the loss of a single batch must go to ~0 (the whole pipeline can learn)
+Writes DIR/report.md (figures, baselines, plots, the command of each) and its files under DIR/eval/.
+
+Usage:
+    python evaluate.py --checkpoint runs/mini            # full: about 20 minutes for mini on 2 cores
+    python evaluate.py --checkpoint runs/mini --quick    # subsets: a few minutes
+    python evaluate.py --checkpoint runs/mini --overfit_one_batch     # only the overfitting check
+
+Expect: the last line names the report and repeats the key figures (MLM accuracy, best probe layer, SST-2).
+"""
+# B batch, T sequence, H hidden, A heads, L layers, V vocab
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent
+SENTENCES = ["The quick brown fox jumps over the lazy dog because it was bored.",
+             "She said that the results of the experiment were surprising.",
+             "In 1905, Einstein published four papers that changed physics."]
+
+
+def fail(msg):
+    """One clear line naming the problem and the fix, then exit."""
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+# ---- finding things: checkpoint, vocab, datasets ----
+
+DATASETS = {  # name -> (candidate paths inside a data dir, fix)
+    "ud_ewt_train": (["ud_english_ewt/en_ewt-ud-train.conllu"], "python data.py download ud-ewt"),
+    "ud_ewt_dev": (["ud_english_ewt/en_ewt-ud-dev.conllu"], "python data.py download ud-ewt"),
+    "ud_ewt_test": (["ud_english_ewt/en_ewt-ud-test.conllu"], "python data.py download ud-ewt"),
+    "sst2_train": (["sst2/train.tsv"], "python data.py download sst2"),
+    "sst2_dev": (["sst2/dev.tsv"], "python data.py download sst2"),
+    "wiki_valid": (["wiki_en_2015/wiki.valid.txt", "wikitext-103-raw/wiki.valid.raw", "wikitext-2-raw/wiki.valid.raw"],
+                   "python data.py download wikitext-103"),
+}
+
+
+def dataset_path(name):
+    """First existing file for dataset `name` in data.default_data_dir() or <repo>/data, else fail()."""
+    from data import default_data_dir
+    dirs = list(dict.fromkeys([default_data_dir(), REPO / "data"]))
+    cands, fix = DATASETS[name]
+    for d in dirs:
+        for c in cands:
+            if (d / c).is_file():
+                return d / c
+    fail(f"dataset file {cands[0]} not found in {' or '.join(map(str, dirs))}; run `{fix}` "
+         f"(or set MINIBERT_DATA_DIR to the folder that holds it).")
+
+
+CKPT_NAMES = ["best.npz", "model_best.npz", "ckpt_best.npz", "checkpoint_best.npz",
+              "last.npz", "model.npz", "ckpt_last.npz", "checkpoint_last.npz", "checkpoint.npz"]
+
+
+def find_checkpoint(path):
+    """A .npz file as given, or the best (else last) checkpoint in a run folder."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        fail(f"checkpoint {p} does not exist; pass --checkpoint the run folder train.py wrote (e.g. runs/mini) "
+             f"or a .npz saved with MiniBERT.save.")
+    for name in CKPT_NAMES:
+        if (p / name).is_file():
+            return p / name
+    found = sorted(p.glob("*best*.npz")) or sorted(p.glob("*.npz"), key=lambda f: f.stat().st_mtime)
+    if not found:
+        fail(f"no .npz checkpoint in {p}; train one (python train.py --out {p}) or pass the .npz file itself.")
+    return found[-1]
+
+
+def find_vocab(run_dir, vocab=None):
+    if vocab is not None:
+        if not Path(vocab).is_file():
+            fail(f"vocab {vocab} does not exist; pass --vocab the vocab.txt the model was trained with.")
+        return Path(vocab)
+    try:                                                   # the --vocab that train.py recorded in resume.npz
+        with np.load(run_dir / "resume.npz", allow_pickle=False) as f:
+            v = json.loads(str(f["__state__"])).get("args", {}).get("vocab")
+        if v and Path(v).is_file():
+            return Path(v)
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    cands = sorted(run_dir.glob("vocab*.txt")) + sorted((REPO / "data").glob("vocab*.txt"))
+    if not cands:
+        fail(f"no vocab.txt next to {run_dir} or in {REPO / 'data'}; pass --vocab the vocab the model was trained with.")
+    return cands[0]
+
+
+def load_checkpoint(path, vocab=None):
+    """-> (model, tokenizer, info {checkpoint, run_dir, vocab}); any mismatch ends in one clear line."""
+    from model import MiniBERT
+    from tokenizer import WordPieceTokenizer
+    ckpt = find_checkpoint(path)
+    run_dir = ckpt.parent
+    try:
+        model = MiniBERT.load(ckpt)
+    except (ValueError, OSError, KeyError) as e:
+        fail(f"cannot load {ckpt} as a model ({e}); pass a checkpoint written by train.py or MiniBERT.save.")
+    vpath = find_vocab(run_dir, vocab)
+    tok = WordPieceTokenizer.load(vpath)
+    if tok.vocab_size != model.config.vocab_size:
+        fail(f"vocab {vpath} has {tok.vocab_size} tokens but {ckpt} was trained with vocab_size="
+             f"{model.config.vocab_size}; pass --vocab the vocab.txt used for training.")
+    return model, tok, {"checkpoint": ckpt, "run_dir": run_dir, "vocab": vpath}
+
+
+def random_init_like(model, seed=0):
+    """A fresh model of the same config: the control for everything pretraining is supposed to add."""
+    from model import MiniBERT
+    return MiniBERT(model.config, seed=1000 + seed)
+
+
+# ---- 1. held-out MLM ----
+
+def heldout_tokens(tok, path, max_tokens=None):
+    """Token stream of the validation text: each document's pieces, then [SEP]."""
+    from data import read_documents
+    out = []
+    for doc in read_documents(path):
+        for ids in tok.encode_batch(doc, add_special_tokens=False, num_workers=1):
+            out.extend(ids)
+        out.append(tok.sep_id)
+        if max_tokens and len(out) >= max_tokens:
+            break
+    return np.array(out, dtype=np.int64)
+
+
+def mlm_eval(model, tok, batches, seed=1234):
+    """Masked accuracy and perplexity on fixed batches with a fixed masking seed (the same masks for every
+    model). Also the unigram guess fitted on these labels: always predict the most frequent token."""
+    from metrics import masked_accuracy, masked_cross_entropy, perplexity
+    from mlm import mask_tokens
+    rng = np.random.default_rng(seed)
+    n, correct, ce, labels_all = 0, 0.0, 0.0, []
+    for ids in batches:
+        inp, labels = mask_tokens(ids, rng, model.config.vocab_size, tok.special_ids)
+        mlm_mask = labels != -100
+        logits, _ = model.forward(inp, mlm_mask=mlm_mask)              # (N, V)
+        y = labels[mlm_mask]
+        k = len(y)
+        correct += masked_accuracy(logits, y) * k
+        ce += masked_cross_entropy(logits, y) * k
+        n += k
+        labels_all.append(y)
+    y = np.concatenate(labels_all)
+    counts = np.bincount(y, minlength=model.config.vocab_size)
+    p = counts / counts.sum()
+    return {"masked_tokens": int(n), "accuracy": correct / n, "loss": ce / n, "perplexity": perplexity(ce / n),
+            "unigram_accuracy": float(p.max()), "unigram_perplexity": perplexity(float(-np.log(p[y]).mean()))}
+
+
+# ---- 5. gradient flow and representations ----
+
+def representation_metrics(model, batch, attention_mask=None, max_tokens=2000, seed=0):
+    """Per layer: token diversity, effective rank (centred) of the representations, CKA between layers;
+    attention entropy per (layer, head)."""
+    from metrics import attention_entropy, effective_rank, layer_cka, token_diversity
+    _, cache = model.encode(batch, attention_mask=attention_mask)
+    hs = cache["hidden_states"]
+    H = hs[0].shape[-1]
+    pick = np.random.default_rng(seed).permutation(hs[0].shape[0] * hs[0].shape[1])[:max_tokens]
+    reps = [h.reshape(-1, H)[pick] for h in hs]
+    return {"n_tokens": len(pick), "token_diversity": [token_diversity(r) for r in reps],
+            "effective_rank": [effective_rank(r, center=True) for r in reps],
+            "cka": layer_cka([r[None] for r in reps]).tolist(),
+            "attention_entropy": attention_entropy(cache["attn_probs"], attention_mask).tolist()}
+
+
+def weight_ranks(params):
+    from metrics import effective_rank
+    return {k: effective_rank(v) for k, v in params.items() if v.ndim == 2 and k != "emb.pos"}
+
+
+def gradient_flow(model, tok, batch, seed=0):
+    """Per-group gradient norms of the MLM loss on one batch (no dropout, fixed mask)."""
+    from gradients import backward
+    from metrics import grad_norms
+    from mlm import mask_tokens, mlm_loss
+    inp, labels = mask_tokens(batch, np.random.default_rng(seed), model.config.vocab_size, tok.special_ids)
+    mlm_mask = labels != -100
+    logits, cache = model.forward(inp, mlm_mask=mlm_mask)
+    loss, dlogits = mlm_loss(logits, labels[mlm_mask])
+    total, groups = grad_norms(backward(model, cache, dlogits))
+    return {"loss": loss, "global": total, "groups": groups}
+
+
+# ---- 6. overfit one batch ----
+
+def overfit_one_batch(model, tok, batch, steps=150, lr=1e-3, seed=0, log_every=10):
+    """Train on ONE fixed masked batch (no dropout, no decay) and return the loss curve; it must reach ~0."""
+    from gradients import backward
+    from mlm import mask_tokens, mlm_loss
+    from optimizer import AdamW
+    inp, labels = mask_tokens(batch, np.random.default_rng(seed), model.config.vocab_size, tok.special_ids)
+    mlm_mask = labels != -100
+    opt = AdamW(model.params, lr=lr, weight_decay=0.0)
+    curve = []
+    for step in range(steps + 1):
+        logits, cache = model.forward(inp, mlm_mask=mlm_mask)
+        loss, dlogits = mlm_loss(logits, labels[mlm_mask])
+        curve.append(loss)
+        if step % log_every == 0:
+            print(f"step {step:4d} | loss {loss:.4f}")
+        if step < steps:
+            opt.step(backward(model, cache, dlogits))
+    return curve
+
+
+# ---- report ----
+
+def fmt_list(xs, f="{:.3f}"):
+    return " | ".join(f.format(x) for x in xs)
+
+
+def write_report(path, ctx):
+    """ctx holds every result; sections appear for the parts that ran."""
+    r, cmd = ctx["results"], ctx["commands"]
+    lines = [f"# Mini-BERT evaluation: `{ctx['checkpoint']}`", "",
+             f"Vocab `{ctx['vocab']}`; config: {ctx['config']}.",
+             f"Mode: {'quick (subsets)' if ctx['quick'] else 'full'}; generated {time.strftime('%Y-%m-%d %H:%M')}; "
+             f"total wall time {ctx['total_s']:.0f} s.", "", f"Command: `{cmd['evaluate']}`", ""]
+    if "mlm" in r:
+        m, mr = r["mlm"], r["mlm_random"]
+        lines += ["## 1. Held-out masked-token prediction", "",
+                  f"{m['masked_tokens']} masked tokens from `{ctx['valid']}` ({ctx['mlm_batches']} batches of 32 x T, "
+                  "masking seed 1234, 80/10/10).", "",
+                  "| model | accuracy | loss | perplexity |", "|---|---|---|---|",
+                  f"| this checkpoint | {m['accuracy']:.4f} | {m['loss']:.4f} | {m['perplexity']:.1f} |",
+                  f"| random init (same config) | {mr['accuracy']:.4f} | {mr['loss']:.4f} | {mr['perplexity']:.1f} |",
+                  f"| unigram guess (most frequent token; fitted on these labels) | {m['unigram_accuracy']:.4f} | - | "
+                  f"{m['unigram_perplexity']:.1f} |", "", f"Command: `{cmd['evaluate']}`", ""]
+    if "probe" in r:
+        p = r["probe"]
+        lines += ["## 2. POS probe by layer (UD English-EWT)", "",
+                  f"{p['field'].upper()}, linear softmax probe on frozen features ({p['pooling']} piece), early "
+                  f"stopping on dev. Sentences: {p['sentences']}; words scored {p['words_scored']} of {p['words']}.", "",
+                  "| layer | trained dev | trained test | random-init test | control test | selectivity test |",
+                  "|---|---|---|---|---|---|"]
+        for j, l in enumerate(p["layers"]):
+            lines.append(f"| {l} | {p['trained']['dev'][j]:.4f} | {p['trained']['test'][j]:.4f} | "
+                         f"{p['random_init']['test'][j]:.4f} | {p['control']['test'][j]:.4f} | "
+                         f"{p['selectivity']['test'][j]:.4f} |")
+        b = p["baselines"]
+        lines += ["", f"Baselines (test): majority tag {b['majority']['test']:.4f}; most frequent tag per word "
+                  f"{b['most_frequent_tag_per_word']['test']:.4f}. Best layer (dev): {p['best_layer']}.", "",
+                  f"![probe by layer](eval/probe_by_layer.png)", "", f"Command: `{cmd['probe']}`", ""]
+    if "sst2_pretrained" in r:
+        sp, sr = r["sst2_pretrained"], r["sst2_random"]
+        lines += ["## 3. SST-2 sentiment (dev accuracy)", "",
+                  f"Fine-tuned end to end on {sp['train_used']} of {sp['train_total']} train phrases, "
+                  f"{sp['epochs']} epoch(s), lr {sp['lr']}, batch {sp['batch_size']}; best epoch on dev. "
+                  f"Truncated to T: {sp['truncated_train']} train, {sp['truncated_dev']} dev.", "",
+                  "| model | dev accuracy (mean +- sd) | per seed |", "|---|---|---|",
+                  f"| this checkpoint | {sp['dev_acc_mean']:.4f} +- {sp['dev_acc_sd']:.4f} | {fmt_list(sp['dev_acc_per_seed'], '{:.4f}')} |",
+                  f"| random init | {sr['dev_acc_mean']:.4f} +- {sr['dev_acc_sd']:.4f} | {fmt_list(sr['dev_acc_per_seed'], '{:.4f}')} |",
+                  f"| bag-of-words logistic regression (all train) | {sp.get('bow_dev_acc', float('nan')):.4f} | - |", "",
+                  "![SST-2 pretrained](eval/sst2_curve_pretrained.png) ![SST-2 random](eval/sst2_curve_random.png)", "",
+                  f"Commands: `{cmd['sst2_pretrained']}` and `{cmd['sst2_random']}`", ""]
+    if "attention" in r:
+        lines += ["## 4. Attention heatmaps", "", "Rows are queries, columns keys; one panel per (layer, head).", ""]
+        lines += [f"![attention {i}](eval/{f})" for i, f in enumerate(r["attention"])]
+        lines += ["", f"Command: `{cmd['evaluate']}`", ""]
+    if "repr" in r:
+        t, rr, g = r["repr"], r["repr_random"], r["gradflow"]
+        L1 = len(t["token_diversity"])
+        lines += ["## 5. Gradient flow and representations", "",
+                  f"One held-out batch, MLM loss {g['loss']:.4f}, global grad norm {g['global']:.3e}.", "",
+                  "| group | " + " | ".join(g["groups"]) + " |", "|---" * (len(g["groups"]) + 1) + "|",
+                  "| grad norm | " + fmt_list(g["groups"].values(), "{:.3e}") + " |", "",
+                  "![gradient flow](eval/gradient_flow.png)", "",
+                  "| layer (0 = embeddings) | " + " | ".join(map(str, range(L1))) + " |", "|---" * (L1 + 1) + "|",
+                  "| token diversity (mean cosine), trained | " + fmt_list(t["token_diversity"]) + " |",
+                  "| token diversity, random init | " + fmt_list(rr["token_diversity"]) + " |",
+                  f"| effective rank (of {t.get('n_tokens', '')} tokens, H={ctx['hidden']}), trained | "
+                  + fmt_list(t["effective_rank"], "{:.1f}") + " |",
+                  "| effective rank, random init | " + fmt_list(rr["effective_rank"], "{:.1f}") + " |",
+                  "| CKA with the next layer, trained | " + fmt_list([t["cka"][i][i + 1] for i in range(L1 - 1)]) + " |", "",
+                  "Attention entropy (nats; uniform over 64 keys = 4.16), trained, rows = layers, columns = heads:", ""]
+        lines += ["    " + fmt_list(row, "{:.2f}") for row in t["attention_entropy"]]
+        lines += ["", "Same for the random-init model:", ""]
+        lines += ["    " + fmt_list(row, "{:.2f}") for row in rr["attention_entropy"]]
+        lines += ["", "Effective rank of the weight matrices (trained / random init):", "",
+                  "| matrix | trained | random init |", "|---|---|---|"]
+        lines += [f"| {k} | {v:.1f} | {r['wrank_random'][k]:.1f} |" for k, v in r["wrank"].items()]
+        if "weight_norms" in r:
+            lines += ["", "![weight norms](eval/weight_norms.png)"]
+        lines += ["", f"Command: `{cmd['evaluate']}`", ""]
+    if "overfit" in r:
+        c = r["overfit"]
+        lines += ["## 6. Overfitting one batch", "",
+                  f"One fixed masked batch, AdamW lr 1e-3, no dropout: loss {c[0]:.4f} -> {c[-1]:.4f} in {len(c) - 1} steps.",
+                  "", "    " + fmt_list(c[::10], "{:.3f}"), "", f"Command: `{cmd['overfit']}`", ""]
+    lines += ["## Wall time of each part", "", "| part | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in ctx["times"].items()]
+    lines += ["", "Measured on 2 shared CPU cores."]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Evaluate a Mini-BERT checkpoint and write DIR/report.md.")
+    p.add_argument("--checkpoint", required=True, help="run folder written by train.py, or a .npz checkpoint")
+    p.add_argument("--vocab", default=None, help="vocab.txt (default: found next to the checkpoint or in data/)")
+    p.add_argument("--quick", action="store_true", help="subsets everywhere: a few minutes")
+    p.add_argument("--overfit_one_batch", action="store_true", help="only the one-batch overfitting check")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: mlm,probe,sst2,attention,repr,overfit")
+    p.add_argument("--mlm-batches", type=int, default=None, help="held-out batches of 32 (default 40, quick 5)")
+    p.add_argument("--probe-sentences", type=int, default=None, help="probe train sentences (default all, quick 1000)")
+    p.add_argument("--sst2-samples", type=int, default=None, help="SST-2 train phrases (default 6000, quick 1000)")
+    p.add_argument("--sst2-epochs", type=int, default=None, help="default 2, quick 1")
+    p.add_argument("--sst2-seeds", type=int, default=None, help="default 3, quick 1")
+    args = p.parse_args(argv)
+    t_start = time.time()
+    model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
+    cfg, run_dir = model.config, info["run_dir"]
+    out = run_dir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    q = args.quick
+    n_mlm = args.mlm_batches or (5 if q else 40)
+    probe_n = args.probe_sentences or (1000 if q else None)
+    sst_n, sst_ep, sst_seeds = args.sst2_samples or (1000 if q else 6000), args.sst2_epochs or (1 if q else 2), \
+        args.sst2_seeds or (1 if q else 3)
+    skip = set(args.skip.split(",")) - {""}
+    base = ["--checkpoint", str(info["checkpoint"]), "--vocab", str(info["vocab"])]
+    commands = {"evaluate": "python evaluate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "overfit": f"python evaluate.py --checkpoint {args.checkpoint} --overfit_one_batch"}
+    results, times = {}, {}
+    valid = dataset_path("wiki_valid")
+    T = cfg.max_position_embeddings
+    print(f"evaluating {info['checkpoint']} (vocab {info['vocab']}, {cfg.num_hidden_layers} layers, H="
+          f"{cfg.hidden_size}, T={T}); {'quick' if q else 'full'} run, outputs in {out}")
+
+    t = time.time()
+    tokens = heldout_tokens(tok, valid, max_tokens=(n_mlm * 32 + 64) * (T - 2) * 2)
+    from data import heldout_batches
+    n_mlm = min(n_mlm, len(tokens) // ((T - 2) * 32))
+    batches = heldout_batches(tokens, T, 32, n_mlm)
+    times["tokenize held-out text"] = time.time() - t
+
+    if args.overfit_one_batch or "overfit" not in skip:
+        t = time.time()
+        print("== overfit one batch: 8 sequences, loss should fall to ~0 ==")
+        from model import MiniBERT
+        fresh = MiniBERT.load(info["checkpoint"])                   # leaves the evaluated model untouched
+        results["overfit"] = overfit_one_batch(fresh, tok, batches[0][:8])
+        times["overfit one batch"] = time.time() - t
+        from metrics import _plt
+        plt = _plt(); fig, ax = plt.subplots(figsize=(5, 3))
+        ax.plot(results["overfit"]); ax.set_yscale("log"); ax.set_xlabel("step"); ax.set_ylabel("MLM loss (one batch)")
+        fig.tight_layout(); fig.savefig(out / "overfit_one_batch.png", dpi=110); plt.close(fig)
+        print(f"overfit one batch: loss {results['overfit'][0]:.4f} -> {results['overfit'][-1]:.4f}")
+        if args.overfit_one_batch:
+            return results
+
+    if "mlm" not in skip:
+        t = time.time()
+        print(f"== held-out MLM: {n_mlm} batches of 32 x {T} from {valid} ==")
+        results["mlm"] = mlm_eval(model, tok, batches)
+        results["mlm_random"] = mlm_eval(random_init_like(model), tok, batches)
+        times["held-out MLM (trained + random init)"] = time.time() - t
+        m = results["mlm"]
+        print(f"held-out MLM: accuracy {m['accuracy']:.4f} | perplexity {m['perplexity']:.1f} | random init "
+              f"{results['mlm_random']['accuracy']:.4f} / {results['mlm_random']['perplexity']:.0f} | unigram "
+              f"{m['unigram_accuracy']:.4f} / {m['unigram_perplexity']:.0f}")
+
+    if "probe" not in skip:
+        import probe_pos
+        t = time.time()
+        pargs = base + ["--out", str(out)] + (["--max_sentences", str(probe_n)] if probe_n else [])
+        commands["probe"] = "python probe_pos.py " + " ".join(pargs)
+        print(f"== POS probe: {commands['probe']} ==")
+        results["probe"] = probe_pos.main(pargs)
+        times["POS probe (trained, random init, control)"] = time.time() - t
+
+    if "sst2" not in skip:
+        import finetune_sst2
+        for tag, extra in (("pretrained", []), ("random", ["--random-init", "--no-bow"])):
+            t = time.time()
+            sargs = base + ["--out", str(out), "--max_samples", str(sst_n), "--epochs", str(sst_ep),
+                            "--seeds", str(sst_seeds)] + extra
+            commands[f"sst2_{tag}"] = "python finetune_sst2.py " + " ".join(sargs)
+            print(f"== SST-2: {commands[f'sst2_{tag}']} ==")
+            results[f"sst2_{tag}"] = finetune_sst2.main(sargs)
+            times[f"SST-2 {tag} ({sst_seeds} seeds x {sst_ep} epochs x {sst_n} phrases"
+                  f"{', + BoW floor' if tag == 'pretrained' else ''})"] = time.time() - t
+
+    if "attention" not in skip:
+        from metrics import plot_attention_grid
+        t = time.time()
+        results["attention"] = []
+        for i, s in enumerate(SENTENCES):
+            ids = tok.encode(s)[:T]
+            _, cache = model.encode(np.array([ids]))
+            f = f"attention_{i}.png"
+            plot_attention_grid([a[0] for a in cache["attn_probs"]], [tok.ids_to_tokens[j] for j in ids], out / f,
+                                title=s)
+            results["attention"].append(f)
+        times["attention heatmaps"] = time.time() - t
+
+    if "repr" not in skip:
+        from metrics import plot_gradient_flow, plot_weight_norms, weight_norms
+        t = time.time()
+        rnd = random_init_like(model)
+        batch = batches[-1][:16]
+        results["repr"] = representation_metrics(model, batch)
+        results["repr_random"] = representation_metrics(rnd, batch)
+        results["wrank"], results["wrank_random"] = weight_ranks(model.params), weight_ranks(rnd.params)
+        results["gradflow"] = gradient_flow(model, tok, batch)
+        plot_gradient_flow(results["gradflow"]["groups"], out / "gradient_flow.png",
+                           "MLM gradient norm per group (one held-out batch)")
+        ckpts = sorted((f for f in run_dir.glob("*.npz") if f.name != "resume.npz"), key=lambda f: f.stat().st_mtime)
+        if len(ckpts) > 1:
+            from model import MiniBERT
+            norms = [weight_norms(MiniBERT.load(f).params) for f in ckpts]
+            plot_weight_norms(list(range(len(ckpts))), norms, out / "weight_norms.png",
+                              "weight norm per group, checkpoints in time order")
+            results["weight_norms"] = {f.name: n for f, n in zip(ckpts, norms)}
+        times["gradient flow + representation metrics"] = time.time() - t
+
+    times["total"] = time.time() - t_start
+    ctx = {"checkpoint": info["checkpoint"], "vocab": info["vocab"], "config": cfg.to_json(), "quick": q,
+           "valid": valid, "mlm_batches": n_mlm, "hidden": cfg.hidden_size, "results": results,
+           "commands": commands, "times": times, "total_s": times["total"]}
+    (out / "evaluate_results.json").write_text(json.dumps({"results": results, "times": times, "commands": commands},
+                                                          indent=2, default=float), encoding="utf-8")
+    write_report(run_dir / "report.md", ctx)
+    for k, v in times.items():
+        print(f"time | {k:60s} | {v:7.1f} s")
+    key = []
+    if "mlm" in results:
+        key.append(f"MLM acc {results['mlm']['accuracy']:.4f} ppl {results['mlm']['perplexity']:.1f}")
+    if "probe" in results:
+        pr = results["probe"]; j = pr["layers"].index(pr["best_layer"])
+        key.append(f"POS layer {pr['best_layer']} test {pr['trained']['test'][j]:.4f} (sel {pr['selectivity']['test'][j]:.3f})")
+    if "sst2_pretrained" in results:
+        key.append(f"SST-2 {results['sst2_pretrained']['dev_acc_mean']:.4f} vs random {results['sst2_random']['dev_acc_mean']:.4f}")
+    print(f"report: {run_dir / 'report.md'} | " + " | ".join(key))
+    return results
+
+
+if __name__ == "__main__":
+    main()
