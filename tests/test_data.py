@@ -143,6 +143,18 @@ def test_prepare_reads_wikitext(tmp_path):
     assert int((data.load_tokens(meta["bin"])[0] == 3).sum()) == 2
 
 
+def test_resolve_and_prepare_and_holdout_split(tmp_path, capsys):
+    corpus = tmp_path / "mini.train.txt"
+    shutil.copy(FIX / "data_corpus.txt", corpus)
+    shutil.copy(FIX / "data_corpus.txt", tmp_path / "mini.valid.txt")
+    train_bin, valid_bin = data.resolve_and_prepare(corpus, FIX / "data_vocab.txt", tmp_path / "out", num_workers=1)
+    assert train_bin == tmp_path / "out" / "mini.train.bin" and valid_bin == tmp_path / "out" / "mini.valid.bin"
+    assert "validation " + str(tmp_path / "mini.valid.txt") in capsys.readouterr().out
+    tokens, _ = data.load_tokens(train_bin)
+    a, b = data.holdout_split(tokens, 10)
+    assert len(b) == 10 and len(a) + 10 == len(tokens) and np.array_equal(b, tokens[-10:])
+
+
 # ---- MLM batches ----
 
 def stream(n=5000):
