@@ -84,6 +84,7 @@ class Workers:
     def close(self):
         if self.pool is not None:
             self.pool.shutdown()
+            set_blas_threads(os.cpu_count() or 1)                   # back to NumPy's default
 
 
 # ---- one training step ----
