@@ -575,9 +575,9 @@ def matmul_floor(shapes, repeats=5):
     return total_s, flops
 
 
-def torch_step_ms(config, params, batches, threads, lr=1e-3):
-    """Mean ms of (forward, backward, optimizer) of the same step in plain PyTorch (tests/torch_bert.py),
-    eager, float32, torch.optim.AdamW with the same parameter groups; None if torch is missing."""
+def torch_step_ms(config, params, batches, threads, lr=1e-3, clip=1.0):
+    """Mean ms of (forward, backward, optimizer) of the same step in plain PyTorch (tests/torch_bert.py):
+    eager, float32, clip + torch.optim.AdamW with the same parameter groups. None if torch is missing."""
     try:
         import torch
     except ImportError:
@@ -585,23 +585,21 @@ def torch_step_ms(config, params, batches, threads, lr=1e-3):
     sys.path.insert(0, str(REPO / "tests"))
     import torch_bert
     torch.set_num_threads(threads)
-    tmodel = torch_bert.TorchBert(config, {k: np.asarray(v, np.float32) for k, v in params.items()})
-    named = dict(tmodel.named_parameters())
-    groups = [{"params": [p for p in named.values() if p.dim() >= 2], "weight_decay": 0.01},
-              {"params": [p for p in named.values() if p.dim() < 2], "weight_decay": 0.0}]
-    topt = torch.optim.AdamW(groups, lr=lr, eps=1e-6)
+    tm = torch_bert.make_torch_model(config, params)
+    topt = torch_bert.make_optimizer(tm, lr=lr)
+    tm.train()
     times = []
     for i, (input_ids, labels) in enumerate(batches):
-        ids_t = torch.from_numpy(input_ids)
-        mask_t = torch.from_numpy(labels != mlm.IGNORE_INDEX)
-        y_t = torch.from_numpy(labels[labels != mlm.IGNORE_INDEX])
+        mask = labels != mlm.IGNORE_INDEX
+        ids_t, mask_t = torch.from_numpy(input_ids), torch.from_numpy(mask)
+        y_t = torch.from_numpy(labels[mask])
         t0 = time.perf_counter()
-        logits = tmodel(ids_t, mlm_mask=mask_t)
-        loss = torch.nn.functional.cross_entropy(logits, y_t)
+        loss = torch_bert.mlm_loss_torch(tm(ids_t, mlm_mask=mask_t), y_t)
         t1 = time.perf_counter()
         topt.zero_grad(set_to_none=True)
         loss.backward()
         t2 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(tm.parameters(), clip)
         topt.step()
         t3 = time.perf_counter()
         if i >= 3:                                                  # skip the warm-up steps
@@ -656,7 +654,7 @@ def benchmark(args):
               "floor_ms": round(floor_ms, 2), "floor_ratio": round(ms_step / floor_ms, 3),
               "peak_rss_mb": round(rss, 1)}
     if not args.no_torch:
-        tms = torch_step_ms(config, model.params, batches, args.threads, lr=args.lr)
+        tms = torch_step_ms(config, model.params, batches, args.threads, lr=args.lr, clip=args.clip)
         if tms is not None:
             t_step = sum(tms)
             print(f"{'torch eager':12s} | {t_step:8.1f} | {tms[0]:8.1f} | {tms[1]:8.1f} | {tms[2]:9.1f} | "

@@ -134,3 +134,46 @@ def test_user_error_is_one_line(tmp_path, capsys):
         train.main(["--corpus", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "missing.txt" in err[0]
+
+
+def test_ten_steps_match_torch_autograd_float64():
+    """10 full steps of `tiny` (masking, forward, backward over 2 thread shards, clip, AdamW with warmup)
+    give the loss trajectory of the PyTorch autograd reference (tests/torch_bert.py) to <= 1e-9, float64."""
+    torch = pytest.importorskip("torch")
+    import torch_bert
+    from config import get_config
+    from optimizer import AdamW, lr_at
+    config = get_config("tiny")
+    model = MiniBERT(config, seed=0)
+    model.params = {k: v.astype(np.float64) for k, v in model.params.items()}
+    tm = torch_bert.make_torch_model(config, model.params, dtype=torch.float64)
+    topt = torch_bert.make_optimizer(tm, lr=1e-2, weight_decay=0.01)
+    opt = AdamW(model.params, lr=1e-2, weight_decay=0.01)
+    workers = train.Workers(2)
+    rng = np.random.default_rng(0)
+    tok_info = {"vocab_size": 13, "special_ids": [0, 1, 2, 3, 4], "mask_id": 4, "is_continuation": None}
+
+    class A:                                        # the masking flags train_step reads
+        whole_word_mask, mask_prob = False, 0.3
+    ours, theirs = [], []
+    try:
+        for step in range(10):
+            ids = rng.integers(5, 13, size=(6, 8))
+            ids[:, 0], ids[:, -1] = 2, 3
+            micro = [train.make_micro_batch(ids, rng, tok_info, A, workers.n)]
+            lr = lr_at(step, 1e-2, warmup=3, total=10, schedule="linear")
+            ours.append(train.train_step(model, opt, micro, lr, 1.0, workers)["loss"])
+            input_ids = np.concatenate([s[0] for s in micro[0]])
+            labels = np.concatenate([s[1] for s in micro[0]])
+            mask = labels != -100
+            for g in topt.param_groups:
+                g["lr"] = lr
+            theirs.append(torch_bert.train_step(tm, topt, input_ids, labels[mask], mlm_mask=mask, max_grad_norm=1.0))
+    finally:
+        workers.close()
+    ours, theirs = np.array(ours), np.array(theirs)
+    assert np.max(np.abs(ours - theirs) / np.abs(theirs)) <= 1e-9, (ours, theirs)
+    assert ours[-1] < ours[0]                       # it learns
+    # the weights agree too (AdamW divides by sqrt(v), so relative error grows where v is tiny)
+    for k, v in model.params.items():
+        np.testing.assert_allclose(v, tm.w(k).detach().numpy(), rtol=1e-7, atol=1e-10)
