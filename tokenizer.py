@@ -278,12 +278,14 @@ class WordPieceTokenizer:
             word_ids = [None] + word_ids + [None]
         return ids, word_ids
 
+    PARALLEL_MIN_TEXTS = 20_000     # smaller batches are not worth starting worker processes for
+
     def encode_batch(self, texts, add_special_tokens=True, num_workers=None, chunk_size=2000):
         """list of texts -> list of id lists, in order. num_workers=None uses every core; batches under
-        20,000 texts (or num_workers <= 1) stay in this process. Workers are started with 'spawn'."""
+        PARALLEL_MIN_TEXTS texts (or num_workers <= 1) stay in this process. Workers start with 'spawn'."""
         texts = list(texts)
         num_workers = (os.cpu_count() or 1) if num_workers is None else num_workers
-        if num_workers <= 1 or len(texts) < 20_000:
+        if num_workers <= 1 or len(texts) < self.PARALLEL_MIN_TEXTS:
             return [self.encode(t, add_special_tokens) for t in texts]
         batches = [texts[i:i + chunk_size] for i in range(0, len(texts), chunk_size)]
         ctx = mp.get_context("spawn")
@@ -338,14 +340,14 @@ class WordPieceTokenizer:
             for ch in w[1:]:
                 char_counts["##" + ch] += n
         ranked = sorted(char_counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        if min_char_count is None:      # drop the rarest characters: at most 2e-5 of the word occurrences
-            budget, min_char_count = 2e-5 * sum(words.values()), 1
+        if min_char_count is None:      # drop the rarest characters: at most 1e-4 of the word occurrences
+            budget, min_char_count = 1e-4 * sum(words.values()), 1
             for tok, n in reversed(ranked):
                 budget -= n
                 if budget < 0:
                     min_char_count = n
                     break
-        room = min(vocab_size - len(SPECIAL_TOKENS), limit_alphabet or vocab_size // 8)
+        room = min(vocab_size - len(SPECIAL_TOKENS), limit_alphabet or max(256, vocab_size // 8))
         alphabet = [tok for tok, n in ranked if n >= min_char_count][:room]
         tokens = SPECIAL_TOKENS + sorted(alphabet, key=lambda t: (t.startswith("##"), t))
         sym_id = {t: i for i, t in enumerate(tokens)}
