@@ -223,8 +223,8 @@ def overfit_one_batch(model, tok, batch, steps=150, lr=1e-3, seed=0, log_every=1
 
 # ---- report ----
 
-def fmt_list(xs, f="{:.3f}"):
-    return " | ".join(f.format(x) for x in xs)
+def fmt_list(xs, f="{:.3f}", sep=" | "):
+    return sep.join(f.format(x) for x in xs)
 
 
 def write_report(path, ctx):
@@ -266,10 +266,11 @@ def write_report(path, ctx):
                   f"{sp['epochs']} epoch(s), lr {sp['lr']}, batch {sp['batch_size']}; best epoch on dev. "
                   f"Truncated to T: {sp['truncated_train']} train, {sp['truncated_dev']} dev.", "",
                   "| model | dev accuracy (mean +- sd) | per seed |", "|---|---|---|",
-                  f"| this checkpoint | {sp['dev_acc_mean']:.4f} +- {sp['dev_acc_sd']:.4f} | {fmt_list(sp['dev_acc_per_seed'], '{:.4f}')} |",
-                  f"| random init | {sr['dev_acc_mean']:.4f} +- {sr['dev_acc_sd']:.4f} | {fmt_list(sr['dev_acc_per_seed'], '{:.4f}')} |",
+                  f"| this checkpoint | {sp['dev_acc_mean']:.4f} +- {sp['dev_acc_sd']:.4f} | {fmt_list(sp['dev_acc_per_seed'], '{:.4f}', ', ')} |",
+                  f"| random init | {sr['dev_acc_mean']:.4f} +- {sr['dev_acc_sd']:.4f} | {fmt_list(sr['dev_acc_per_seed'], '{:.4f}', ', ')} |",
                   f"| bag-of-words logistic regression (all train) | {sp.get('bow_dev_acc', float('nan')):.4f} | - |", "",
                   "![SST-2 pretrained](eval/sst2_curve_pretrained.png) ![SST-2 random](eval/sst2_curve_random.png)", "",
+                  "All figures, with the curves: `eval/sst2_results.json`.", "",
                   f"Commands: `{cmd['sst2_pretrained']}` and `{cmd['sst2_random']}`", ""]
     if "attention" in r:
         lines += ["## 4. Attention heatmaps", "", "Rows are queries, columns keys; one panel per (layer, head).", ""]

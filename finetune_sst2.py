@@ -86,6 +86,16 @@ def predict(model, head, seqs, batch_size=128):
     return probs
 
 
+def read_tsv(path):
+    """Any 'sentence<TAB>label' file (header optional, label optional) -> (sentences, labels or None)."""
+    rows = [line.rstrip("\n").split("\t") for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if rows and rows[0][0].strip().lower() == "sentence":
+        rows = rows[1:]
+    sents = [r[0].strip() for r in rows]
+    has = all(len(r) > 1 and r[1].strip() in ("0", "1") for r in rows)
+    return sents, (np.array([int(r[1]) for r in rows]) if has and rows else None)
+
+
 # ---- one fine-tuning run ----
 
 def finetune(model, tok, train, dev, seed, epochs, lr, batch_size, p_drop=0.1, desc="finetune"):
@@ -236,22 +246,30 @@ def main(argv=None):
     res.update(dev_acc_per_seed=accs.tolist(), dev_acc_mean=float(accs.mean()), dev_acc_sd=float(accs.std(ddof=1))
                if len(accs) > 1 else 0.0, runs=[{k: h[k] for k in ("seed", "dev_acc", "best_dev_acc")} for h in hists])
     if args.predict:
-        sents, labels = read_sst2(Path(args.predict))
+        sents, labels = read_tsv(args.predict)
         pseqs, _ = encode(tok, sents, T)
         probs = predict(best[1], best[2], pseqs)
         pred_path = out / "predictions.tsv"
         with open(pred_path, "w", encoding="utf-8") as f:
             f.write("sentence\tprediction\tp_positive\n")
             f.writelines(f"{s}\t{int(q.argmax())}\t{q[1]:.4f}\n" for s, q in zip(sents, probs))
-        if labels is not None and len(labels) and labels.min() >= 0:
+        if labels is not None:
             res["predict_acc"] = float((probs.argmax(-1) == labels).mean())
             print(f"--predict {args.predict}: accuracy {res['predict_acc']:.4f} on {len(sents)} sentences")
         print(f"predictions written to {pred_path}")
     tag = res["init"]
     plot_curves({tag: hists}, out / f"sst2_curve_{tag}.png", f"SST-2 fine-tuning ({tag} init)")
     res["wall_s"] = round(time.time() - t0, 1)
-    (out / f"sst2_results_{tag}.json").write_text(json.dumps(res | {"curves": hists}, indent=2), encoding="utf-8")
-    print(f"wrote {out / f'sst2_results_{tag}.json'} and {out / f'sst2_curve_{tag}.png'} in {res['wall_s']:.0f} s")
+    path = out / "sst2_results.json"                        # one file; each init (pretrained / random) its own key
+    try:
+        allres = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        allres = {}
+    allres[tag] = res | {"curves": hists}
+    if "bow_dev_acc" in res:
+        allres["bow_dev_acc"] = res["bow_dev_acc"]
+    path.write_text(json.dumps(allres, indent=2), encoding="utf-8")
+    print(f"wrote {path} (key '{tag}') and {out / f'sst2_curve_{tag}.png'} in {res['wall_s']:.0f} s")
     bow = f" | BoW floor {res['bow_dev_acc']:.4f}" if "bow_dev_acc" in res else ""
     print(f"SST-2 dev accuracy ({tag} init, {len(accs)} seed(s)): {res['dev_acc_mean']:.4f} +- {res['dev_acc_sd']:.4f}{bow}")
     return res

@@ -1,0 +1,164 @@
+"""Evaluation suite on tiny fixtures: windows score every word once, the probe and the classifier head learn
+and have correct gradients, the baselines are right on hand examples, and evaluate.py writes a full report
+(or one clear error line) for a tiny checkpoint made in tmp_path. A few seconds in all."""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import evaluate
+import finetune_sst2
+import probe_pos
+from config import get_config
+from model import MiniBERT
+from tokenizer import WordPieceTokenizer
+
+FIX = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture
+def tiny_run(tmp_path, monkeypatch):
+    """A tiny checkpoint (T=12: the long fixture sentence needs windows) + vocab, and a data dir with the fixtures."""
+    vocab = FIX / "eval_vocab.txt"
+    tok = WordPieceTokenizer.load(vocab)
+    run = tmp_path / "run"
+    run.mkdir()
+    MiniBERT(get_config("tiny", vocab_size=tok.vocab_size, max_position_embeddings=12), seed=0).save(run / "best.npz")
+    shutil.copy(vocab, run / "vocab.txt")
+    data = tmp_path / "data"
+    for split in ("train", "dev", "test"):
+        (data / "ud_english_ewt").mkdir(parents=True, exist_ok=True)
+        shutil.copy(FIX / "eval_sample.conllu", data / "ud_english_ewt" / f"en_ewt-ud-{split}.conllu")
+    (data / "sst2").mkdir()
+    for split in ("train", "dev"):
+        shutil.copy(FIX / "eval_sst2.tsv", data / "sst2" / f"{split}.tsv")
+    (data / "wiki_en_2015").mkdir()
+    rng = np.random.default_rng(0)
+    words = tok.ids_to_tokens[5:15]
+    text = "\n\n".join(" ".join(rng.choice(words, 400)) for _ in range(2))
+    (data / "wiki_en_2015" / "wiki.valid.txt").write_text(text + "\n", encoding="utf-8")
+    monkeypatch.setenv("MINIBERT_DATA_DIR", str(data))
+    return run, tok
+
+
+# ---- windows ----
+
+@pytest.mark.parametrize("seed", range(5))
+def test_word_windows_partition_and_fit(seed):
+    rng = np.random.default_rng(seed)
+    n_pieces = rng.integers(1, 5, size=rng.integers(1, 60)).tolist()
+    budget = 12
+    spans = probe_pos.word_windows(n_pieces, budget)
+    scored = [w for _, lo, hi, _ in spans for w in range(lo, hi)]
+    assert scored == list(range(len(n_pieces)))                       # every word exactly once, in order
+    for ctx_lo, lo, hi, ctx_hi in spans:
+        assert ctx_lo <= lo < hi <= ctx_hi and sum(n_pieces[ctx_lo:ctx_hi]) <= budget
+
+
+def test_features_score_every_word_once_and_match_direct_encode(tiny_run):
+    run, tok = tiny_run
+    model = MiniBERT.load(run / "best.npz")
+    T = model.config.max_position_embeddings
+    sents = [s["words"] for s in __import__("data").read_conllu(FIX / "eval_sample.conllu")] + [["\x07", "cat"]]
+    windows, n_split = probe_pos.build_windows(tok, sents, T)
+    n_words = sum(map(len, sents))
+    assert n_split >= 1 and all(len(ids) <= T for ids, _ in windows)
+    layers = list(range(model.config.num_hidden_layers + 1))
+    feats, scored = probe_pos.extract_features(model, windows, n_words, layers)
+    assert scored == n_words and feats.shape == (len(layers), n_words, model.config.hidden_size)
+    ids, word_ids = tok.encode_words(sents[0])                          # fits in T: one window, no padding
+    _, cache = model.encode(np.array([ids]))
+    first = [word_ids.index(w) for w in range(len(sents[0]))]
+    for l in layers:
+        np.testing.assert_allclose(feats[l, :len(sents[0])], cache["hidden_states"][l][0, first], rtol=1e-5, atol=1e-6)
+    fmean, _ = probe_pos.extract_features(model, windows, n_words, layers, pooling="mean")
+    assert fmean.shape == feats.shape and not np.allclose(fmean, feats)   # 'unhappily' has 3 pieces
+
+
+# ---- probe, baselines, control task ----
+
+def test_probe_learns_separable_classes():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 16)).astype(np.float32) * 3
+    y = rng.integers(0, 4, 600)
+    X = (centers[y] + rng.normal(size=(600, 16))).astype(np.float32)
+    params, dev_acc, _ = probe_pos.train_probe(X[:400], y[:400], X[400:], y[400:], 4, lr=1e-2)
+    assert dev_acc > 0.95 and probe_pos.probe_accuracy(params, X[400:], y[400:]) == dev_acc
+
+
+def test_word_baselines_and_control_task():
+    train_w, train_t = ["a", "cat", "a", "dog", "The"], [0, 1, 0, 1, 0]
+    maj, look = probe_pos.majority_and_lookup(train_w, train_t, ["the", "cat", "bird"], [0, 1, 2])
+    assert maj == pytest.approx(1 / 3) and look == pytest.approx(2 / 3)   # 'the' via lowercase, 'bird' unseen
+    t1 = probe_pos.control_tags(["A", "a", "cat"], np.array(train_t), seed=3)
+    assert t1 == probe_pos.control_tags(["cat", "a"], np.array(train_t), seed=3) and set(t1) == {"a", "cat"}
+
+
+# ---- SST-2 head and BoW floor ----
+
+def test_head_backward_matches_finite_differences():
+    from tests.gradcheck import num_grad, rel_error
+    rng = np.random.default_rng(0)
+    B, T, H, C = 3, 4, 5, 2
+    h = rng.normal(size=(B, T, H))
+    head = {k: v.astype(np.float64) + 0.1 * rng.normal(size=v.shape) for k, v in
+            finetune_sst2.head_init(H, C, rng, std=0.5).items()}
+    dout = rng.normal(size=(B, C))
+    drop_rng = lambda: np.random.default_rng(7)                        # the same dropout mask every call
+    f = lambda: finetune_sst2.head_forward(h, head, 0.3, training=True, rng=drop_rng())[0]
+    _, cache = finetune_sst2.head_forward(h, head, 0.3, training=True, rng=drop_rng())
+    dh, grads = finetune_sst2.head_backward(dout, cache)
+    assert rel_error(dh, num_grad(f, h, dout)) < 1e-8
+    assert np.all(dh[:, 1:] == 0)                                      # only [CLS] feeds the head
+    for k in head:
+        assert rel_error(grads[k], num_grad(f, head[k], dout)) < 1e-8, k
+
+
+def test_bow_floor_separates_a_toy_task():
+    sents, y = finetune_sst2.read_tsv(FIX / "eval_sst2.tsv")
+    assert len(sents) == 12 and y.tolist() == [1, 0] * 6
+    assert finetune_sst2.bow_logreg(sents, y, sents, y, epochs=30, batch_size=4) == 1.0
+
+
+# ---- the scripts end to end ----
+
+def test_evaluate_quick_writes_report(tiny_run, capsys):
+    run, _ = tiny_run
+    res = evaluate.main(["--checkpoint", str(run), "--quick", "--mlm-batches", "1", "--sst2-samples", "12"])
+    report = (run / "report.md").read_text(encoding="utf-8")
+    for section in ("Held-out masked-token", "POS probe by layer", "SST-2", "Attention heatmaps",
+                    "Gradient flow", "Overfitting one batch", "Wall time"):
+        assert section in report
+    assert res["probe"]["words_scored"] == res["probe"]["words"]
+    assert (run / "eval" / "probe_by_layer.png").is_file() and (run / "eval" / "sst2_results.json").is_file()
+    assert res["overfit"][-1] < 0.5 * res["overfit"][0]           # H=8 learns slowly; mini reaches ~0.01
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("report: ")
+
+
+def test_finetune_predict_writes_predictions(tiny_run, tmp_path):
+    run, _ = tiny_run
+    res = finetune_sst2.main(["--checkpoint", str(run), "--max_samples", "0", "--epochs", "1", "--no-bow",
+                              "--predict", str(FIX / "eval_sst2.tsv"), "--out", str(tmp_path / "o")])
+    lines = (tmp_path / "o" / "predictions.tsv").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 13 and 0.0 <= res["predict_acc"] <= 1.0
+
+
+@pytest.mark.parametrize("case", ["no_checkpoint", "vocab_mismatch", "no_dataset"])
+def test_errors_are_one_clear_line(tiny_run, tmp_path, monkeypatch, capsys, case):
+    run, _ = tiny_run
+    argv = ["--checkpoint", str(run), "--quick"]
+    if case == "no_checkpoint":
+        argv[1] = str(tmp_path / "nowhere")
+    elif case == "vocab_mismatch":
+        (tmp_path / "big_vocab.txt").write_text((FIX / "eval_vocab.txt").read_text(encoding="utf-8") + "extra\n",
+                                               encoding="utf-8")
+        argv += ["--vocab", str(tmp_path / "big_vocab.txt")]
+    else:
+        monkeypatch.setenv("MINIBERT_DATA_DIR", str(tmp_path / "empty"))
+        monkeypatch.setattr(evaluate, "REPO", tmp_path / "repo")
+    with pytest.raises(SystemExit):
+        evaluate.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert {"no_checkpoint": "--checkpoint", "vocab_mismatch": "--vocab", "no_dataset": "download"}[case] in err[0]
