@@ -62,8 +62,16 @@ def gelu_backward(dout, cache):
     ->  dx = dout * [0.5 (1 + th) + 0.5 x (1 - th^2) c (1 + 3 * 0.044715 x^2)].
     Derivation: DERIVATIONS.md#gelu"""
     x, th = cache
-    dudx = GELU_C * (1.0 + 0.134145 * (x * x))                      # 3 * 0.044715 = 0.134145
-    return dout * (0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * dudx)
+    dx = x * x
+    dx *= 0.134145 * GELU_C                                         # 3 * 0.044715 = 0.134145
+    dx += GELU_C                                                    # du/dx = c (1 + 0.134145 x^2)
+    dx *= x
+    dx *= 1.0 - th * th                                             # x (1 - th^2) du/dx   (term 2)
+    dx += th
+    dx += 1.0                                                       # + (1 + th)           (term 1)
+    dx *= 0.5
+    dx *= dout
+    return dx
 
 
 def relu_backward(dout, cache):

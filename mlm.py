@@ -31,17 +31,23 @@ def mlm_loss(logits, labels):
         return 0.0, np.zeros_like(logits)
     if np.any((y[scored] < 0) | (y[scored] >= V)):
         raise ValueError(f"labels must be in [0, {V}) or {IGNORE_INDEX}; got values outside that range.")
-    rows = np.flatnonzero(scored)                                   # (n,)
-    zs = z[rows]                                                    # (n, V)
+    all_scored = n == y.size                                        # the (N, V) training path: no gather
+    rows = slice(None) if all_scored else np.flatnonzero(scored)    # (n,)
+    zs, ys = z[rows], y[rows]                                       # (n, V), (n,)
     zmax = zs.max(axis=-1, keepdims=True)                           # (n, 1)  log-sum-exp shift
-    e = np.exp(zs - zmax)
+    e = zs - zmax
+    np.exp(e, out=e)
     sumexp = e.sum(axis=-1, keepdims=True)                          # (n, 1)
-    logp_y = zs[np.arange(n), y[rows]] - zmax[:, 0] - np.log(sumexp[:, 0])   # (n,)
+    logp_y = zs[np.arange(n), ys] - zmax[:, 0] - np.log(sumexp[:, 0])   # (n,)
     loss = -logp_y.mean()
-    dz = np.zeros_like(z)                                           # (M, V)
-    probs = e / sumexp
-    probs[np.arange(n), y[rows]] -= 1.0                             # probs - onehot(y)
-    dz[rows] = probs / n
+    probs = e
+    probs /= sumexp
+    probs[np.arange(n), ys] -= 1.0                                  # probs - onehot(y)
+    probs *= 1.0 / n
+    if all_scored:
+        return float(loss), probs.reshape(logits.shape)
+    dz = np.zeros_like(z)                                           # (M, V): unscored rows get 0
+    dz[rows] = probs
     return float(loss), dz.reshape(logits.shape)
 
 

@@ -38,16 +38,20 @@ def embedding_forward(ids, W):
 
 def linear_forward(x, W, b):
     """out = x @ W + b.   x: (..., in), W: (in, out), b: (out,) -> out: (..., out)"""
-    return x @ W + b, (x, W)
+    out = x @ W
+    out += b
+    return out, (x, W)
 
 
 def layernorm_forward(x, gamma, beta, eps):
     """LayerNorm over the last axis (Ba et al. 2016): xhat = (x - mean) * rstd, rstd = 1/sqrt(var + eps);
     out = gamma * xhat + beta.   x: (..., H), gamma/beta: (H,) -> out: (..., H)"""
-    xc = x - x.mean(axis=-1, keepdims=True)
-    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)   # (..., 1)
-    xhat = xc * rstd
-    return xhat * gamma + beta, (xhat, rstd, gamma)
+    xhat = x - x.mean(axis=-1, keepdims=True)                        # x - mean
+    rstd = 1.0 / np.sqrt((xhat * xhat).mean(axis=-1, keepdims=True) + eps)   # (..., 1)
+    xhat *= rstd
+    out = xhat * gamma
+    out += beta
+    return out, (xhat, rstd, gamma)
 
 
 GELU_C = math.sqrt(2.0 / math.pi)   # a Python float: keeps float32 arrays float32
@@ -56,8 +60,14 @@ GELU_C = math.sqrt(2.0 / math.pi)   # a Python float: keeps float32 arrays float
 def gelu_forward(x):
     """gelu(x) = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)   (tanh form of the BERT code).
     x: any shape -> same shape"""
-    th = np.tanh(GELU_C * (x + 0.044715 * (x * x * x)))
-    out = x * 0.5 * (1.0 + th)
+    u = x * x
+    u *= 0.044715 * GELU_C
+    u += GELU_C
+    u *= x                                                          # u = c x + c 0.044715 x^3
+    th = np.tanh(u, out=u)
+    out = th + 1.0
+    out *= x
+    out *= 0.5
     return out, (x, th)
 
 
@@ -159,7 +169,8 @@ def mlm_head_forward(x, W, E, act, eps):  # (N, H) -> (N, V)
     h, c_t = linear_forward(x, W["Wt"], W["bt"])                    # (N, H)
     h, c_act = (gelu_forward if act == "gelu" else relu_forward)(h)
     t, c_ln = layernorm_forward(h, W["ln.gamma"], W["ln.beta"], eps)
-    logits = t @ E.T + W["bias"]                                    # (N, V)
+    logits = t @ E.T                                                # (N, V)
+    logits += W["bias"]
     return logits, (c_t, act, c_act, c_ln, t, E)
 
 
@@ -254,8 +265,7 @@ class MiniBERT:
                                             c.hidden_dropout_prob, rng)
             layers.append((c_attn, c_ffn))
             attn_probs.append(c_attn[3][4][0])                      # c_att -> c_soft -> probs (before dropout)
-            hidden_states.append(None if x.shape[0] != B * T or (rows is not None and i == L - 1)
-                                 else x.reshape(B, T, -1))
+            hidden_states.append(None if x.shape[0] != B * T else x.reshape(B, T, -1))   # None: gathered rows
         cache = {"hidden_states": hidden_states, "attn_probs": attn_probs, "emb": c_emb, "layers": layers,
                  "rows": rows, "shape": (B, T)}
         return x, cache
