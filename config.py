@@ -4,8 +4,10 @@ Usage:
     python config.py                     # parameter table, memory budget and FLOPs of the 'mini' preset
     python config.py --preset larger --batch-size 16
 
-Expect (mini): about 3.3M parameters, 1.6M of them in the token embedding (V=8192 x H=192),
-which the MLM decoder shares (tied weights).
+Expect (mini): 2,965,760 parameters, 53% of them in the token embedding (V=8192 x H=192), which the MLM
+decoder shares (tied weights); at B=32 T=64 about 168 MiB for weights + grads + AdamW state + activations,
+and 17.1 GFLOP of matmuls per training step with the MLM head on the 15% masked positions.
+`larger`: 30,095,312 parameters.
 """
 import argparse
 import dataclasses
@@ -77,12 +79,82 @@ def get_config(preset="mini", **overrides):
     return dataclasses.replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
 
 
+def param_table(config):
+    """[(component, fnmatch patterns of model.py param names, count)]: the parameter count by component,
+    from the shapes model.py allocates (tests/test_model.py checks it against the real arrays)."""
+    c = config
+    V, H, I, T, L = c.vocab_size, c.hidden_size, c.intermediate_size, c.max_position_embeddings, c.num_hidden_layers
+    return [
+        ("token embedding V x H (tied: also the MLM decoder)", ["emb.tok"], V * H),
+        ("position embedding T x H", ["emb.pos"], T * H),
+        ("embedding LayerNorm", ["emb.ln.*"], 2 * H),
+        (f"attention Q, K, V, O: 4 (H x H + H), x{L}", ["layer*.attn.W*", "layer*.attn.b*"], L * 4 * (H * H + H)),
+        (f"attention LayerNorm, x{L}", ["layer*.attn.ln.*"], L * 2 * H),
+        (f"FFN W1, b1, W2, b2: 2 H I + I + H, x{L}", ["layer*.ffn.W*", "layer*.ffn.b*"], L * (2 * H * I + I + H)),
+        (f"FFN LayerNorm, x{L}", ["layer*.ffn.ln.*"], L * 2 * H),
+        ("MLM transform Wt, bt + LayerNorm", ["mlm.Wt", "mlm.bt", "mlm.ln.*"], H * H + 3 * H),
+        ("MLM decoder bias (weight tied)", ["mlm.bias"], V),
+    ]
+
+
+def activation_floats(config, B, mask_prob=0.15, dropout=True):
+    """Floats the forward keeps for the backward in one training step (model.py's caches) at B x T, with the
+    last FFN sublayer and the MLM head on N = mask_prob B T rows. Inputs shared by two caches count once."""
+    c = config
+    H, I, A, T, V, L = (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.max_position_embeddings,
+                        c.vocab_size, c.num_hidden_layers)
+    R, N, d = B * T, round(mask_prob * B * T), int(dropout)
+    emb = R * H * (2 + d)                             # sum -> LN xhat, output, dropout mask
+    attn = (R * H * (3 + 1 + d + 2)                   # q, k, v; merged ctx; dropout mask; LN xhat, output
+            + B * A * T * T * (1 + 2 * d))            # probs (+ dropout mask and dropped probs)
+    ffn = lambda n: n * I * 3 + n * H * (2 + d)       # pre-act, tanh, act; LN xhat, output (+ dropout mask)
+    head = N * H * 4 + 2 * N * V                      # pre-act, tanh, LN xhat, t; logits and dlogits
+    return emb + L * attn + (L - 1) * ffn(R) + ffn(N) + N * H + head   # + the gathered rows (N, H)
+
+
+def forward_flops(config, B, mask_prob=None):
+    """Multiply-add FLOPs (2 m n k per matmul) of one forward at B x T, by part; with mask_prob the last
+    FFN sublayer and the MLM head run on mask_prob B T rows (model.py's mlm_mask path)."""
+    c = config
+    H, I, T, V, L = c.hidden_size, c.intermediate_size, c.max_position_embeddings, c.vocab_size, c.num_hidden_layers
+    R = B * T
+    N = R if mask_prob is None else round(mask_prob * R)
+    return {"attention projections Q, K, V, O": L * 2 * R * H * 4 * H,
+            "attention scores q k^T and probs v": L * 2 * 2 * B * T * T * H,
+            "FFN W1, W2": (L - 1) * 2 * R * 2 * H * I + 2 * N * 2 * H * I,
+            "MLM transform Wt": 2 * N * H * H,
+            "MLM decoder t E^T": 2 * N * H * V}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Print the parameter table, memory budget and FLOPs of a preset.")
     p.add_argument("--preset", default="mini", choices=sorted(PRESETS))
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--mask-prob", type=float, default=0.15, help="fraction of positions the MLM head sees")
     args = p.parse_args(argv)
-    print(json.dumps(get_config(args.preset).to_dict(), indent=2))
+    c, B = get_config(args.preset), args.batch_size
+    print(json.dumps(c.to_dict()))
+    table = param_table(c)
+    P = sum(n for _, _, n in table)
+    print(f"\nparameters ({args.preset})")
+    for name, _, n in table:
+        print(f"  {name:<52} {n:>12,}  {100 * n / P:5.1f}%")
+    print(f"  {'total':<52} {P:>12,}")
+    mib = lambda floats: f"{4 * floats / 2 ** 20:8.1f} MiB"
+    act = activation_floats(c, B, args.mask_prob)
+    print(f"\nmemory, float32, B={B} T={c.max_position_embeddings}")
+    for name, floats in (("weights", P), ("gradients", P), ("AdamW state m, v", 2 * P),
+                         (f"activations kept for backward (mask {args.mask_prob:.0%})", act)):
+        print(f"  {name:<52} {mib(floats)}")
+    print(f"  {'total':<52} {mib(4 * P + act)}")
+    print(f"\nFLOPs of one forward, B={B} T={c.max_position_embeddings} (matmuls, 2 m n k)")
+    full, masked = forward_flops(c, B), forward_flops(c, B, args.mask_prob)
+    for name in full:
+        print(f"  {name:<40} {full[name] / 1e9:8.2f} GFLOP all rows | {masked[name] / 1e9:8.2f} masked rows")
+    f, m = sum(full.values()), sum(masked.values())
+    print(f"  {'forward':<40} {f / 1e9:8.2f} GFLOP          | {m / 1e9:8.2f}")
+    print(f"training step = forward + backward (2x forward) = {3 * m / 1e9:.2f} GFLOP with the MLM head on "
+          f"{args.mask_prob:.0%} of positions ({3 * f / 1e9:.2f} on all); {P:,} parameters")
 
 
 if __name__ == "__main__":
