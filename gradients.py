@@ -140,7 +140,8 @@ def embeddings_backward(dout, cache):  # (B*T, H) -> grads of emb.*
 
 def attention_sublayer_backward(dout, cache, B):  # (B*T, H) -> (B*T, H)
     """forward: out = LN(x + dropout(merge(attention(x Wq + bq, x Wk + bk, x Wv + bv)) Wo + bo))
-    -> dx = dsum (skip path) + dq Wq^T + dk Wk^T + dv Wv^T (x feeds four paths: their gradients add)."""
+    -> dx = dsum (skip path) + dq Wq^T + dk Wk^T + dv Wv^T (x feeds four paths: their gradients add).
+    Derivation: DERIVATIONS.md#sublayers-post-ln"""
     c_q, c_k, c_v, c_att, c_o, c_drop, c_ln = cache
     A = c_att[0].shape[1]
     g = {}
@@ -156,7 +157,8 @@ def attention_sublayer_backward(dout, cache, B):  # (B*T, H) -> (B*T, H)
 
 
 def ffn_sublayer_backward(dout, cache):  # (N, H) -> (N, H)
-    """forward: out = LN(x + dropout(act(x W1 + b1) W2 + b2))  ->  dx = dsum (skip path) + dh W1^T."""
+    """forward: out = LN(x + dropout(act(x W1 + b1) W2 + b2))  ->  dx = dsum (skip path) + dh W1^T.
+    Derivation: DERIVATIONS.md#sublayers-post-ln"""
     c_in, act, c_act, c_out, c_drop, c_ln = cache
     g = {}
     ds, g["ln.gamma"], g["ln.beta"] = layernorm_backward(dout, c_ln)
@@ -171,7 +173,8 @@ def ffn_sublayer_backward(dout, cache):  # (N, H) -> (N, H)
 def mlm_head_backward(dlogits, cache):  # (N, V) -> (N, H)
     """forward: t = LN(act(x Wt + bt));  logits = t E^T + bias
     ->  dt = dlogits E;  dE (decoder part) = dlogits^T t;  dbias = sum over rows of dlogits.
-    Returns dx, grads keyed without 'mlm.', and the decoder's gradient of the tied E (V, H)."""
+    Returns dx, grads keyed without 'mlm.', and the decoder's gradient of the tied E (V, H).
+    Derivation: DERIVATIONS.md#tied-weights"""
     c_t, act, c_act, c_ln, t, E = cache
     g = {}
     dt = dlogits @ E                                                # (N, H)
@@ -196,7 +199,8 @@ def _encoder_backward(model, cache, dx):
         dx, g = ffn_sublayer_backward(dx, c_ffn)
         grads.update({f"layer{i}.ffn.{k}": v for k, v in g.items()})
         if rows is not None and i == L - 1:
-            # forward: x = x[rows]  ->  scatter back; unmasked rows of the last attention output get zero gradient
+            # forward: x = x[rows]  ->  scatter back; unmasked rows of the last attention output get zero
+            # gradient (DERIVATIONS.md#running-only-the-masked-rows)
             dfull = np.zeros((B * T, dx.shape[1]), dx.dtype)        # (B*T, H)
             dfull[rows] = dx
             dx = dfull
