@@ -289,9 +289,14 @@ class WordPieceTokenizer:
             return [self.encode(t, add_special_tokens) for t in texts]
         batches = [texts[i:i + chunk_size] for i in range(0, len(texts), chunk_size)]
         ctx = mp.get_context("spawn")
+        out = []
         with ctx.Pool(num_workers, initializer=_worker_init, initargs=(self.ids_to_tokens,)) as pool:
-            out = pool.imap(_worker_encode, [(b, add_special_tokens) for b in batches])
-            return [ids for batch in out for ids in batch]
+            for flat, lengths in pool.imap(_worker_encode, [(b, add_special_tokens) for b in batches]):
+                flat, start = flat.tolist(), 0          # one int32 array per batch: cheap to send back
+                for n in lengths.tolist():
+                    out.append(flat[start:start + n])
+                    start += n
+        return out
 
     def decode(self, ids, skip_special_tokens=False):
         """ids -> text: pieces joined by spaces, '##' continuations glued back onto their word."""
@@ -433,8 +438,11 @@ def _worker_init(tokens):
 
 
 def _worker_encode(args):
+    """A batch of texts -> (all ids, int32 (N,), lengths, int64 (texts,)): arrays pickle as raw bytes."""
     texts, add_special_tokens = args
-    return [_WORKER_TOK.encode(t, add_special_tokens) for t in texts]
+    encoded = [_WORKER_TOK.encode(t, add_special_tokens) for t in texts]
+    flat = np.fromiter(chain.from_iterable(encoded), dtype=np.int32)        # (N,)
+    return flat, np.array([len(x) for x in encoded], dtype=np.int64)        # (texts,)
 
 
 # ---- corpus reading ----
