@@ -261,3 +261,13 @@ def test_to_hf_state_dict_layout():
                                   model.params["layer0.attn.Wq"].T)
     assert sd["bert.embeddings.word_embeddings.weight"] is model.params["emb.tok"]
     assert {k.split(".", 1)[1] for k in model.params if k.startswith("layer")} <= set(HF_NAMES)
+
+
+def test_all_padding_row_stays_finite():
+    """MASK_VALUE is finite: a sequence that is all padding gives uniform attention, not NaN."""
+    model = tiny()
+    ids = np.zeros((2, 4), np.int64)
+    am = np.array([[1, 1, 0, 0], [0, 0, 0, 0]])
+    logits, cache = model.forward(ids, am)
+    assert np.all(np.isfinite(logits))
+    np.testing.assert_allclose(cache["attn_probs"][0][1], 0.25, rtol=1e-5)
