@@ -73,7 +73,9 @@ def hf_dir(tmp_path_factory):
 
 def _load_hf(path):
     import transformers
-    hf = transformers.BertForMaskedLM.from_pretrained(path, attn_implementation="eager")
+    hf, info = transformers.BertForMaskedLM.from_pretrained(path, attn_implementation="eager",
+                                                            output_loading_info=True)
+    assert not any(info.values()), info                            # no missing, unexpected or mismatched keys
     return hf.eval()
 
 

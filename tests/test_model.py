@@ -271,3 +271,18 @@ def test_all_padding_row_stays_finite():
     logits, cache = model.forward(ids, am)
     assert np.all(np.isfinite(logits))
     np.testing.assert_allclose(cache["attn_probs"][0][1], 0.25, rtol=1e-5)
+
+
+def test_save_hf_files_without_torch(tmp_path):
+    """export_hf writes safetensors with NumPy only; reading it back gives the same arrays."""
+    from export_hf import read_safetensors, save_hf
+    model = tiny()
+    (tmp_path / "vocab_in.txt").write_text("[PAD]\n[UNK]\n", encoding="utf-8")
+    out = save_hf(model, tmp_path / "hf", tmp_path / "vocab_in.txt")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]
+    tensors = read_safetensors(out / "model.safetensors")
+    sd = to_hf_state_dict(model.params)
+    for k, a in sd.items():
+        np.testing.assert_array_equal(tensors[k], a)
+    assert np.all(tensors["bert.embeddings.token_type_embeddings.weight"] == 0)
+    np.testing.assert_array_equal(tensors["cls.predictions.decoder.bias"], model.params["mlm.bias"])
