@@ -24,8 +24,10 @@ import argparse
 import ctypes
 import json
 import math
+import mmap
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -164,15 +166,18 @@ def layer_grad_norms(grads):
 
 def evaluate_mlm(model, eval_set, workers):
     """Held-out MLM loss, accuracy and perplexity over a fixed masked set (no dropout).
-    eval_set: list of (input_ids (B, T), labels (B, T))."""
-    def one(batch):
-        input_ids, labels = batch
+    eval_set: list of (input_ids (B, T), labels (B, T)); each batch is split across the worker threads."""
+    def one(shard):
+        input_ids, labels = shard
         mlm_mask = labels != mlm.IGNORE_INDEX
         logits, _ = model.forward(input_ids, mlm_mask=mlm_mask)     # (n, V)
         y = labels[mlm_mask]
         loss, _ = mlm.mlm_loss(logits, y)
         return loss * len(y), int((logits.argmax(-1) == y).sum()), len(y)
-    res = workers.map(one, eval_set)
+    res = []
+    for input_ids, labels in eval_set:
+        parts = [p for p in np.array_split(np.arange(len(input_ids)), workers.n) if len(p)]
+        res += workers.map(one, [(input_ids[p], labels[p]) for p in parts])
     n = sum(r[2] for r in res)
     loss = sum(r[0] for r in res) / max(n, 1)
     return {"val_loss": loss, "val_acc": sum(r[1] for r in res) / max(n, 1),
@@ -227,6 +232,14 @@ def load_checkpoint(path):
 
 
 # ---- data ----
+
+def drop_resident_pages(tokens):
+    """Tell the kernel this process is done with the token file's pages read so far: they stay in the page
+    cache, but leave our RSS (random rows from a 100 MB memmap would otherwise all end up resident)."""
+    mm = getattr(tokens, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
+
 
 def load_data(args, T, log):
     """Resolve the corpus, get the vocab (train it if missing), prepare the token files (cached).
@@ -322,6 +335,17 @@ def plot_metrics(out, recs):
     save(fig, "grad_norm.png")
 
 
+def plot_in_background(out, proc=None):
+    """Redraw the PNGs in a child process (`python train.py --plot DIR`), so that matplotlib (about 45 MB)
+    stays out of the training process and training never waits for a plot. Skipped while the previous
+    child is still drawing. Its errors go to DIR/plot.log."""
+    if proc is not None and proc.poll() is None:
+        return proc
+    with open(out / "plot.log", "w", encoding="utf-8") as log:
+        return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--plot", str(out)],
+                                stdout=log, stderr=log)
+
+
 def peak_rss_mb():
     try:
         import resource
@@ -333,7 +357,7 @@ def peak_rss_mb():
 
 # ---- training ----
 
-CLI_ONLY = {"out", "resume", "stop_at", "threads", "quiet", "benchmark", "no_torch", "bench_steps"}
+CLI_ONLY = {"out", "resume", "stop_at", "threads", "quiet", "benchmark", "no_torch", "bench_steps", "no_plots", "plot"}
 RESUME_OVERRIDES = {"steps", "time_budget", "eval_every", "save_every", "log_every"}
 # --resume: CLI_ONLY flags come from this command line, RESUME_OVERRIDES from it when given (else from the
 # run), and everything else (the recipe) from the run itself.
@@ -360,18 +384,15 @@ def run(args, given):
         log(f"resuming {ckpt} at step {state['step']}")
     if args.steps is None and args.time_budget is None:
         args.time_budget = 120.0
+    import data
     tok, tokens, valid = load_data(args, None, log)
-    config = get_config(args.preset, vocab_size=tok.vocab_size)
-    if args.dropout is not None:
-        config = get_config(args.preset, vocab_size=tok.vocab_size, hidden_dropout_prob=args.dropout,
-                            attention_probs_dropout_prob=args.dropout)
+    config = get_config(args.preset, vocab_size=tok.vocab_size, hidden_dropout_prob=args.dropout,
+                        attention_probs_dropout_prob=args.dropout)
     T = config.max_position_embeddings
     if valid is None:                                               # hold out the end of the training stream
-        cut = max(len(tokens) // 200, 40 * T)
-        tokens, valid = tokens[:-cut], tokens[-cut:]
+        tokens, valid = data.holdout_split(tokens, max(len(tokens) // 200, 40 * T))
     tok_info = {"vocab_size": tok.vocab_size, "special_ids": list(tok.special_ids), "mask_id": tok.mask_id,
                 "is_continuation": tok.is_continuation}
-    import data
     n_eval = min(args.eval_batches, (len(valid) // (T - 2)) // args.batch_size)
     if n_eval < 1:
         raise UserError(f"the validation stream ({len(valid)} tokens) is too short for one batch of "
@@ -452,6 +473,7 @@ def run(args, given):
                disable=args.quiet)
     loss_acc, n_acc = 0.0, 0
     t_prev = time.perf_counter()
+    plotter = None
     try:
         while not done() and not stop["flag"]:
             if args.stop_at is not None and state["step"] >= args.stop_at:
@@ -482,6 +504,7 @@ def run(args, given):
                        **{f"grad_norm/{k}": v for k, v in layer_grad_norms(res["grads"]).items()},
                        "tokens": state["tokens"], "elapsed_s": round(state["elapsed_s"], 3)}
                 loss_acc, n_acc = 0.0, 0
+                drop_resident_pages(tokens)
                 if is_eval:
                     ev, best = do_eval()
                     rec.update(ev)
@@ -497,7 +520,8 @@ def run(args, given):
                               f"{1e3 * state['train_s'] / max(step, 1):.0f} ms/step | held-out loss "
                               f"{ev['val_loss']:.4f} acc {ev['val_acc']:.4f} ppl {ev['val_ppl']:.1f}")
                     checkpoint(best=best)
-                    plot_metrics(out, read_metrics(out / "metrics.jsonl"))
+                    if not args.no_plots:
+                        plotter = plot_in_background(out, plotter)
             if step % args.save_every == 0 and not is_eval:
                 checkpoint()
             bar.update(1)
@@ -512,6 +536,8 @@ def run(args, given):
     if stop["flag"] or (args.stop_at is not None and not done()):
         checkpoint()
         workers.close()
+        if plotter is not None:
+            plotter.wait()
         print(f"stopped at step {state['step']}: saved {out / 'resume.npz'}; continue with "
               f"`python train.py --out {out} --resume`")
         return state
@@ -521,8 +547,11 @@ def run(args, given):
         with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
         checkpoint(best=best)
-        plot_metrics(out, read_metrics(out / "metrics.jsonl"))
     workers.close()
+    if not args.no_plots:
+        if plotter is not None:
+            plotter.wait()
+        plot_in_background(out).wait()                              # the final plots, complete
     print(f"done: {state['step']} steps, {state['tokens']:,} tokens in {state['elapsed_s'] / 60:.1f} min | "
           f"held-out MLM loss {ev['val_loss']:.4f} | accuracy {ev['val_acc']:.4f} | perplexity {ev['val_ppl']:.1f} | "
           f"peak RSS {peak_rss_mb():.0f} MB | best model {out / 'best.npz'}")
@@ -609,8 +638,7 @@ def torch_step_ms(config, params, batches, threads, lr=1e-3, clip=1.0):
 
 def benchmark(args):
     """Time args.bench_steps steps of train_step (the training code path) on synthetic ids."""
-    config = get_config(args.preset, **({} if args.dropout is None else
-                                        {"hidden_dropout_prob": args.dropout, "attention_probs_dropout_prob": args.dropout}))
+    config = get_config(args.preset, hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
     B, T, V = args.batch_size, config.max_position_embeddings, config.vocab_size
     model = MiniBERT(config, seed=args.seed)
     opt = AdamW(model.params, lr=args.lr, weight_decay=args.weight_decay)
@@ -700,7 +728,9 @@ def build_parser(suppress=False):
     add("--clip", type=float, default=1.0, help="global gradient-norm clip (0 = off)")
     add("--mask-prob", type=float, default=0.15)
     add("--whole-word-mask", action="store_true", default=False)
-    add("--dropout", type=float, default=None, help="hidden and attention dropout (default: the preset's)")
+    add("--dropout", type=float, default=0.0,
+        help="hidden and attention dropout during pretraining (default 0: nothing overfits in a run this short, "
+             "as in Cramming BERT, and the masks cost time and memory); the saved config records it")
     add("--eval-every", type=int, default=500)
     add("--eval-batches", type=int, default=32, help="held-out batches of batch-size rows")
     add("--save-every", type=int, default=1000)
@@ -711,6 +741,8 @@ def build_parser(suppress=False):
     add("--bench-steps", type=int, default=20)
     add("--no-torch", action="store_true", default=False, help="benchmark: skip the PyTorch side")
     add("--quiet", action="store_true", default=False, help="no progress bar")
+    add("--no-plots", action="store_true", default=False, help="do not draw the PNGs")
+    add("--plot", default=None, metavar="DIR", help="only redraw the PNGs of the run in DIR from its metrics.jsonl")
     add("--stop-at", type=int, default=None, help=argparse.SUPPRESS)   # stop (and save) after this step
     return p
 
@@ -721,6 +753,9 @@ def main(argv=None):
     given = set(vars(build_parser(suppress=True).parse_args(argv)))
     if args.out is None:
         args.out = str(Path("runs") / args.preset)
+    if args.plot is not None:
+        plot_metrics(Path(args.plot), read_metrics(Path(args.plot) / "metrics.jsonl"))
+        return None
     try:
         for name in ("batch_size", "accum", "threads", "eval_every", "save_every", "log_every", "eval_batches"):
             if getattr(args, name) < 1:
@@ -733,6 +768,9 @@ def main(argv=None):
     except (UserError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def _args(d, out, *extra):
     return ["--preset", "tiny", "--corpus", str(d / "train.txt"), "--valid", str(d / "valid.txt"),
             "--vocab", str(d / "vocab.txt"), "--cache-dir", str(d / "cache"), "--out", str(out),
             "--steps", "12", "--batch-size", "4", "--threads", "2", "--warmup", "3", "--lr", "1e-2",
-            "--dropout", "0.1", "--eval-every", "5", "--log-every", "1", "--eval-batches", "2", "--quiet", *extra]
+            "--dropout", "0.1", "--eval-every", "5", "--log-every", "1", "--eval-batches", "2", "--quiet", "--no-plots", *extra]
 
 
 def _losses(out):
@@ -64,6 +64,9 @@ def test_resume_is_exact(tiny_data, tmp_path):
     ma, mb = MiniBERT.load(a / "last.npz"), MiniBERT.load(b / "last.npz")
     for k in ma.params:
         np.testing.assert_array_equal(ma.params[k], mb.params[k])
+    train.main(["--plot", str(b)])                  # the PNGs, from the resumed run's metrics.jsonl
+    for name in ("loss.png", "heldout.png", "lr.png", "grad_norm.png"):
+        assert (b / name).stat().st_size > 1000
 
 
 _WRITER = r"""
