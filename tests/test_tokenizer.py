@@ -177,6 +177,22 @@ def test_same_ids_as_hf_on_fixture(trained, tmp_path):
     assert ids == enc["input_ids"] and word_ids == enc.word_ids()
 
 
+def test_same_words_as_hf_on_unicode_sweep():
+    """Every code point below U+0800 (Latin, Greek, Cyrillic, Hebrew, Arabic, combining marks), in General
+    Punctuation (spaces, dashes, quotes) and CJK Symbols, and every 64th up to U+30000, in four contexts: our words == HF BertTokenizer's words (its WordPiece step switched off)."""
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.BertTokenizer(str(VOCAB), do_lower_case=True)
+    hf.wordpiece_tokenizer.tokenize = lambda word: [word]
+    cps = sorted(set(range(0x800)) | set(range(0x2000, 0x2070)) | set(range(0x3000, 0x3040))
+                 | set(range(0x800, 0x30000, 64)) - set(range(0xD800, 0xE000)))
+    bad = []
+    for i in range(0, len(cps), 16):
+        text = " ".join(f"Ab{chr(cp)}c d{chr(cp)} {chr(cp)}E {chr(cp)}{chr(cp)}\u0301x" for cp in cps[i:i + 16])
+        if fast_words(text) != hf.tokenize(text):
+            bad.append(hex(cps[i]))
+    assert bad == []
+
+
 def data_dir():
     env = os.environ.get("MINIBERT_DATA_DIR")
     return Path(env) if env else Path(__file__).resolve().parent.parent.parent / "shared" / "data"
