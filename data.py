@@ -391,6 +391,9 @@ def prepare(corpus, vocab_file, out_dir, num_workers=None, docs_per_task=32, ver
     from tqdm import tqdm
     from tokenizer import WordPieceTokenizer
     corpus, out_dir = Path(corpus), Path(out_dir)
+    for what, path in (("corpus", corpus), ("vocab", Path(vocab_file))):
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} file {path} does not exist.")
     tok = WordPieceTokenizer.load(vocab_file)
     if tok.vocab_size > 65536:
         raise ValueError(f"vocab_size {tok.vocab_size} does not fit in uint16.")
