@@ -215,12 +215,18 @@ def encoder_backward(model, cache, dh):
     """dh: (B, T, H), gradient of the loss w.r.t. h from model.encode() -> grads for emb.* and layer*.* keys."""
     if cache["rows"] is not None:
         raise ValueError("encoder_backward needs the cache of encode() (or forward() without mlm_mask).")
+    if dh.shape != cache["hidden_states"][-1].shape:
+        raise ValueError(f"dh has shape {dh.shape} but encode() returned {cache['hidden_states'][-1].shape}; "
+                         f"pass the gradient of that output.")
     return _encoder_backward(model, cache, dh.reshape(-1, dh.shape[-1]))
 
 
 def backward(model, cache, dlogits):
     """dlogits: (B, T, V), or (N, V) when the forward ran with an mlm_mask -> grads, same keys and shapes
     as model.params. The tied E_tok gets the sum of its decoder and embedding-lookup gradients."""
+    if dlogits.shape != cache["logits_shape"]:
+        raise ValueError(f"dlogits has shape {dlogits.shape} but forward() returned logits of shape "
+                         f"{cache['logits_shape']}; pass the gradient of those logits.")
     V = dlogits.shape[-1]
     dx, g, dE_dec = mlm_head_backward(dlogits.reshape(-1, V), cache["head"])
     grads = _encoder_backward(model, cache, dx)

@@ -285,6 +285,7 @@ class MiniBERT:
                                                  c.hidden_act, c.layer_norm_eps)   # (B*T or N, V)
         if rows is None:
             logits = logits.reshape(ids.shape + (-1,))               # (B, T, V)
+        cache["logits_shape"] = logits.shape
         return logits, cache
 
     def save(self, path):

@@ -105,6 +105,33 @@ def test_float32_default_and_float64_when_cast():
         assert all(p.dtype == dtype for p in cache["attn_probs"])
         grads = G.backward(model, cache, mlm_loss(logits, ids[mm])[1])
         assert all(g.dtype == dtype for g in grads.values())
+        assert _cache_dtypes(cache) == {np.dtype(dtype)}            # nothing upcast on the way
+
+
+def _cache_dtypes(cache):
+    dtypes, stack = set(), [cache]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, dict):
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple)):
+            stack.extend(o)
+        elif isinstance(o, np.ndarray) and o.dtype.kind == "f":
+            dtypes.add(o.dtype)
+    return dtypes
+
+
+def test_backward_rejects_wrong_gradient_shapes():
+    model = tiny()
+    ids, am = batch(model.config.vocab_size)
+    logits, cache = model.forward(ids, am, am.astype(bool))
+    with pytest.raises(ValueError, match="dlogits"):
+        G.backward(model, cache, np.zeros(ids.shape + (model.config.vocab_size,), np.float32))
+    with pytest.raises(ValueError, match="encode"):
+        G.encoder_backward(model, cache, np.zeros(ids.shape + (model.config.hidden_size,), np.float32))
+    h, cache = model.encode(ids, am)
+    with pytest.raises(ValueError, match="dh"):
+        G.encoder_backward(model, cache, h[:, :-1])
 
 
 def test_dropout_uses_the_rng_passed_in():
