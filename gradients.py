@@ -138,12 +138,12 @@ def embeddings_backward(dout, cache):  # (B*T, H) -> grads of emb.*
     return g
 
 
-def attention_sublayer_backward(dout, cache, B):  # (B*T, H) -> (B*T, H)
+def attention_sublayer_backward(dout, cache):  # (B*T, H) -> (B*T, H)
     """forward: out = LN(x + dropout(merge(attention(x Wq + bq, x Wk + bk, x Wv + bv)) Wo + bo))
     -> dx = dsum (skip path) + dq Wq^T + dk Wk^T + dv Wv^T (x feeds four paths: their gradients add).
     Derivation: DERIVATIONS.md#sublayers-post-ln"""
     c_q, c_k, c_v, c_att, c_o, c_drop, c_ln = cache
-    A = c_att[0].shape[1]
+    B, A = c_att[0].shape[:2]                                       # from q: (B, A, T, D)
     g = {}
     ds, g["ln.gamma"], g["ln.beta"] = layernorm_backward(dout, c_ln)
     dx_skip, da = residual_backward(ds)
@@ -204,7 +204,7 @@ def _encoder_backward(model, cache, dx):
             dfull = np.zeros((B * T, dx.shape[1]), dx.dtype)        # (B*T, H)
             dfull[rows] = dx
             dx = dfull
-        dx, g = attention_sublayer_backward(dx, c_attn, B)
+        dx, g = attention_sublayer_backward(dx, c_attn)
         grads.update({f"layer{i}.attn.{k}": v for k, v in g.items()})
     g = embeddings_backward(dx, cache["emb"])
     grads.update({f"emb.{k}": v for k, v in g.items()})

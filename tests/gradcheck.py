@@ -177,7 +177,7 @@ def check_attention_sublayer(seed=0, p=0.2):
     f = lambda: M.attention_sublayer_forward(x, P, B, mask_bias, A, 1e-12, p, p, np.random.default_rng(5))[0]
     out, cache = M.attention_sublayer_forward(x, P, B, mask_bias, A, 1e-12, p, p, np.random.default_rng(5))
     dout = r.standard_normal(out.shape)
-    dx, g = G.attention_sublayer_backward(dout, cache, B)
+    dx, g = G.attention_sublayer_backward(dout, cache)
     P_nobk = {k: v for k, v in P.items() if k != "bk"}   # bk: analytically 0, checked in absolute terms
     return max(rel_error(dx, num_grad(f, x, dout)), _dict_error(g, f, P_nobk, dout),
                np.max(np.abs(g["bk"])))
