@@ -144,7 +144,7 @@ def basic_tokenize(text, do_lower_case=True):
 # (VT, FF, FS..US, NEL); removing them first makes str.split() cut the text exactly where BERT does, so
 # each whitespace chunk can be tokenized (and cached) on its own.
 _SPLIT_BUT_CONTROL = re.compile("[\x0b\x0c\x1c-\x1f\x85]")
-_ASCII_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f]")
+_ASCII_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ASCII_WORDS = re.compile(r"[a-z0-9]+|[!-/:-@\[-`{-~]")    # letters/digits runs, or one ASCII punct
 
 
@@ -236,6 +236,9 @@ class WordPieceTokenizer:
     @classmethod
     def load(cls, vocab_file):
         """Read a BERT vocab.txt (one token per line, id = line number)."""
+        if not Path(vocab_file).exists():
+            raise FileNotFoundError(f"no vocabulary at {vocab_file}; train one with `python tokenizer.py "
+                                    f"train --corpus FILE --vocab-size 8192 --out {vocab_file}`")
         with open(vocab_file, encoding="utf-8") as f:
             return cls([line.rstrip("\n") for line in f])
 
