@@ -585,7 +585,10 @@ def main(argv=None):
     b.add_argument("--slow-lines", type=int, default=0, help="also time HF's Python BertTokenizer on N lines")
     b.add_argument("--no-hf", action="store_true", help="time this tokenizer only")
     args = p.parse_args(argv)
-    {"train": _cmd_train, "encode": _cmd_encode, "bench": _cmd_bench}[args.cmd](args)
+    try:
+        {"train": _cmd_train, "encode": _cmd_encode, "bench": _cmd_bench}[args.cmd](args)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
