@@ -29,8 +29,8 @@ from config import get_config, PRESETS   # noqa: E402
 MASK_VALUE = -1e9
 
 
-def _gelu(x):   # tanh form, as model.gelu_forward
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+def _gelu(x):   # tanh form, as model.gelu_forward: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), one kernel
+    return F.gelu(x, approximate="tanh")
 
 
 class TorchBERT(torch.nn.Module):
