@@ -30,6 +30,17 @@ SENTENCES = ["The quick brown fox jumps over the lazy dog because it was bored."
              "In 1905, Einstein published four papers that changed physics."]
 
 
+def now():
+    """(wall seconds, CPU seconds of this process). CPU time is what a part costs when other programs
+    share the cores: wall time then stretches, CPU time does not (BLAS threads add to it, though)."""
+    return time.perf_counter(), time.process_time()
+
+
+def since(t0):
+    w, c = now()
+    return w - t0[0], c - t0[1]
+
+
 def fail(msg):
     """One clear line naming the problem and the fix, then exit."""
     print(f"error: {msg}", file=sys.stderr)
@@ -223,6 +234,22 @@ def overfit_one_batch(model, tok, batch, steps=150, lr=1e-3, seed=0, log_every=1
 
 # ---- report ----
 
+def read_train_log(path):
+    """Last logged step of train.py's metrics.jsonl, plus its last held-out eval (val_*); None if absent."""
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return None
+    if not rows:
+        return None
+    out = dict(rows[-1])
+    evals = [r for r in rows if "val_loss" in r]
+    if evals:
+        out.update({k: evals[-1][k] for k in ("val_loss", "val_acc", "val_ppl")}, val_step=evals[-1]["step"])
+    out.setdefault("tokens", 0); out.setdefault("elapsed_s", 0.0)
+    return out
+
+
 def fmt_list(xs, f="{:.3f}", sep=" | "):
     return sep.join(f.format(x) for x in xs)
 
@@ -234,6 +261,15 @@ def write_report(path, ctx):
              f"Vocab `{ctx['vocab']}`; config: {ctx['config']}.",
              f"Mode: {'quick (subsets)' if ctx['quick'] else 'full'}; generated {time.strftime('%Y-%m-%d %H:%M')}; "
              f"total wall time {ctx['total_s']:.0f} s.", "", f"Command: `{cmd['evaluate']}`", ""]
+    if ctx.get("train_log"):
+        tl = ctx["train_log"]
+        lines += ["## 0. The pretraining run (from its metrics.jsonl)", "",
+                  f"{tl['step']} steps, {tl['tokens']:,} tokens, {tl['elapsed_s'] / 60:.1f} minutes; last train loss "
+                  f"{tl['loss']:.4f}." + (f" Last held-out eval (step {tl['val_step']}): loss {tl['val_loss']:.4f}, "
+                  f"accuracy {tl['val_acc']:.4f}, perplexity {tl['val_ppl']:.1f}." if "val_step" in tl else ""), ""]
+        lines += [f"![{f}]({f})" for f in ("loss.png", "heldout.png", "grad_norm.png", "lr.png")
+                  if (ctx["run_dir"] / f).is_file()]
+        lines += ["", "Command: the `python train.py ...` that wrote this folder (its recipe is in the log).", ""]
     if "mlm" in r:
         m, mr = r["mlm"], r["mlm_random"]
         lines += ["## 1. Held-out masked-token prediction", "",
@@ -306,9 +342,9 @@ def write_report(path, ctx):
         lines += ["## 6. Overfitting one batch", "",
                   f"One fixed masked batch, AdamW lr 1e-3, no dropout: loss {c[0]:.4f} -> {c[-1]:.4f} in {len(c) - 1} steps.",
                   "", "    " + fmt_list(c[::10], "{:.3f}"), "", f"Command: `{cmd['overfit']}`", ""]
-    lines += ["## Wall time of each part", "", "| part | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v:.0f} |" for k, v in ctx["times"].items()]
-    lines += ["", "Measured on 2 shared CPU cores."]
+    lines += ["## Wall time of each part", "", "| part | wall s | CPU s (this process) |", "|---|---|---|"]
+    lines += [f"| {k} | {w:.0f} | {c:.0f} |" for k, (w, c) in ctx["times"].items()]
+    lines += ["", "Measured on 2 CPU cores; wall time above CPU time means other programs shared them."]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -325,7 +361,7 @@ def main(argv=None):
     p.add_argument("--sst2-epochs", type=int, default=None, help="default 2, quick 1")
     p.add_argument("--sst2-seeds", type=int, default=None, help="default 3, quick 1")
     args = p.parse_args(argv)
-    t_start = time.time()
+    t_start = now()
     model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
     cfg, run_dir = model.config, info["run_dir"]
     out = run_dir / "eval"
@@ -345,20 +381,20 @@ def main(argv=None):
     print(f"evaluating {info['checkpoint']} (vocab {info['vocab']}, {cfg.num_hidden_layers} layers, H="
           f"{cfg.hidden_size}, T={T}); {'quick' if q else 'full'} run, outputs in {out}")
 
-    t = time.time()
+    t = now()
     tokens = heldout_tokens(tok, valid, max_tokens=(n_mlm * 32 + 64) * (T - 2) * 2)
     from data import heldout_batches
     n_mlm = min(n_mlm, len(tokens) // ((T - 2) * 32))
     batches = heldout_batches(tokens, T, 32, n_mlm)
-    times["tokenize held-out text"] = time.time() - t
+    times["tokenize held-out text"] = since(t)
 
     if args.overfit_one_batch or "overfit" not in skip:
-        t = time.time()
+        t = now()
         print("== overfit one batch: 8 sequences, loss should fall to ~0 ==")
         from model import MiniBERT
         fresh = MiniBERT.load(info["checkpoint"])                   # leaves the evaluated model untouched
         results["overfit"] = overfit_one_batch(fresh, tok, batches[0][:8])
-        times["overfit one batch"] = time.time() - t
+        times["overfit one batch"] = since(t)
         from metrics import _plt
         plt = _plt(); fig, ax = plt.subplots(figsize=(5, 3))
         ax.plot(results["overfit"]); ax.set_yscale("log"); ax.set_xlabel("step"); ax.set_ylabel("MLM loss (one batch)")
@@ -368,11 +404,11 @@ def main(argv=None):
             return results
 
     if "mlm" not in skip:
-        t = time.time()
+        t = now()
         print(f"== held-out MLM: {n_mlm} batches of 32 x {T} from {valid} ==")
         results["mlm"] = mlm_eval(model, tok, batches)
         results["mlm_random"] = mlm_eval(random_init_like(model), tok, batches)
-        times["held-out MLM (trained + random init)"] = time.time() - t
+        times["held-out MLM (trained + random init)"] = since(t)
         m = results["mlm"]
         print(f"held-out MLM: accuracy {m['accuracy']:.4f} | perplexity {m['perplexity']:.1f} | random init "
               f"{results['mlm_random']['accuracy']:.4f} / {results['mlm_random']['perplexity']:.0f} | unigram "
@@ -380,28 +416,28 @@ def main(argv=None):
 
     if "probe" not in skip:
         import probe_pos
-        t = time.time()
+        t = now()
         pargs = base + ["--out", str(out)] + (["--max_sentences", str(probe_n)] if probe_n else [])
         commands["probe"] = "python probe_pos.py " + " ".join(pargs)
         print(f"== POS probe: {commands['probe']} ==")
         results["probe"] = probe_pos.main(pargs)
-        times["POS probe (trained, random init, control)"] = time.time() - t
+        times["POS probe (trained, random init, control)"] = since(t)
 
     if "sst2" not in skip:
         import finetune_sst2
         for tag, extra in (("pretrained", []), ("random", ["--random-init", "--no-bow"])):
-            t = time.time()
+            t = now()
             sargs = base + ["--out", str(out), "--max_samples", str(sst_n), "--epochs", str(sst_ep),
                             "--seeds", str(sst_seeds)] + extra
             commands[f"sst2_{tag}"] = "python finetune_sst2.py " + " ".join(sargs)
             print(f"== SST-2: {commands[f'sst2_{tag}']} ==")
             results[f"sst2_{tag}"] = finetune_sst2.main(sargs)
             times[f"SST-2 {tag} ({sst_seeds} seeds x {sst_ep} epochs x {sst_n} phrases"
-                  f"{', + BoW floor' if tag == 'pretrained' else ''})"] = time.time() - t
+                  f"{', + BoW floor' if tag == 'pretrained' else ''})"] = since(t)
 
     if "attention" not in skip:
         from metrics import plot_attention_grid
-        t = time.time()
+        t = now()
         results["attention"] = []
         for i, s in enumerate(SENTENCES):
             ids = tok.encode(s)[:T]
@@ -410,11 +446,11 @@ def main(argv=None):
             plot_attention_grid([a[0] for a in cache["attn_probs"]], [tok.ids_to_tokens[j] for j in ids], out / f,
                                 title=s)
             results["attention"].append(f)
-        times["attention heatmaps"] = time.time() - t
+        times["attention heatmaps"] = since(t)
 
     if "repr" not in skip:
         from metrics import plot_gradient_flow, plot_weight_norms, weight_norms
-        t = time.time()
+        t = now()
         rnd = random_init_like(model)
         batch = batches[-1][:16]
         results["repr"] = representation_metrics(model, batch)
@@ -430,17 +466,18 @@ def main(argv=None):
             plot_weight_norms(list(range(len(ckpts))), norms, out / "weight_norms.png",
                               "weight norm per group, checkpoints in time order")
             results["weight_norms"] = {f.name: n for f, n in zip(ckpts, norms)}
-        times["gradient flow + representation metrics"] = time.time() - t
+        times["gradient flow + representation metrics"] = since(t)
 
-    times["total"] = time.time() - t_start
+    times["total"] = since(t_start)
     ctx = {"checkpoint": info["checkpoint"], "vocab": info["vocab"], "config": cfg.to_json(), "quick": q,
+           "run_dir": run_dir, "train_log": read_train_log(run_dir / "metrics.jsonl"),
            "valid": valid, "mlm_batches": n_mlm, "hidden": cfg.hidden_size, "results": results,
-           "commands": commands, "times": times, "total_s": times["total"]}
+           "commands": commands, "times": times, "total_s": times["total"][0]}
     (out / "evaluate_results.json").write_text(json.dumps({"results": results, "times": times, "commands": commands},
                                                           indent=2, default=float), encoding="utf-8")
     write_report(run_dir / "report.md", ctx)
-    for k, v in times.items():
-        print(f"time | {k:60s} | {v:7.1f} s")
+    for k, (w, c) in times.items():
+        print(f"time | {k:66s} | wall {w:7.1f} s | cpu {c:7.1f} s")
     key = []
     if "mlm" in results:
         key.append(f"MLM acc {results['mlm']['accuracy']:.4f} ppl {results['mlm']['perplexity']:.1f}")

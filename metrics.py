@@ -163,6 +163,7 @@ def plot_probe_by_layer(curves, path, baselines=None, title="POS probe accuracy 
         ax.plot(range(len(ys)), ys, marker="o", label=label)
     for (label, y), ls in zip((baselines or {}).items(), ["--", ":", "-."] * 3):
         ax.axhline(y, color="gray", ls=ls, label=label)
+    ax.set_xticks(range(max(len(ys) for ys in curves.values())))
     ax.set_xlabel("layer (0 = embeddings)"); ax.set_ylabel("accuracy"); ax.set_title(title)
     ax.legend(fontsize=7); ax.grid(alpha=0.3)
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
