@@ -12,7 +12,8 @@ Usage:
     python model.py                      # tiny random batch through the 'tiny' preset, prints shapes
     python model.py --preset mini --time 8 32    # forward+backward ms at B=8 and B=32 (mlm_mask 15%)
 
-Expect: `logits (2, 8, 13) | masked logits (3, 13) | hidden_states 3 x (2, 8, 8) | attn_probs 2 x (2, 2, 8, 8)`.
+Expect: `1,485 params | logits (2, 8, 13) | masked logits (3, 13) | hidden_states 3 x (2, 8, 8) | attn_probs 2 x (2, 2, 8, 8)`;
+--time on mini: see the README (forward+backward ms at B=8 and B=32).
 """
 import argparse
 import json
