@@ -16,6 +16,14 @@ import math
 import numpy as np
 
 
+def row_blocks(shape, block=1 << 18):
+    """Slices of the first axis covering about `block` elements each (one slice(None) for a small array)."""
+    if len(shape) < 2 or int(np.prod(shape)) <= block:
+        return [slice(None)]
+    step = max(1, block // int(np.prod(shape[1:])))
+    return [slice(i, i + step) for i in range(0, shape[0], step)]
+
+
 class AdamW:
     """m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;  m_hat = m/(1-b1^t);  v_hat = v/(1-b2^t)
     p -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * p)      (wd = weight_decay if p.ndim >= 2 else 0)
@@ -31,39 +39,48 @@ class AdamW:
         self.m = {k: np.zeros_like(p) for k, p in params.items()}   # first moment
         self.v = {k: np.zeros_like(p) for k, p in params.items()}   # second moment
         self._tmp = {k: np.empty_like(p) for k, p in params.items()}  # scratch, reused every step
+        self._blocks = {k: row_blocks(p.shape) for k, p in params.items()}  # units of work for step(map_fn=)
 
     def decays(self, name):
         """True for the arrays that get weight decay: 2+ dimensions (no biases, no LayerNorm)."""
         return self.params[name].ndim >= 2
 
-    def step(self, grads, lr=None):
-        """One update of every parameter from grads (same keys and shapes). lr overrides self.lr."""
+    def step(self, grads, lr=None, map_fn=None):
+        """One update of every parameter from grads (same keys and shapes), in place. lr overrides self.lr.
+        map_fn (e.g. a thread pool's map) runs the independent updates of row blocks concurrently."""
         lr = self.lr if lr is None else lr
         self.t += 1
-        b1, b2, t = self.beta1, self.beta2, self.t
-        bc1 = 1.0 - b1 ** t                                           # bias corrections
-        bc2 = 1.0 - b2 ** t
-        for k, p in self.params.items():
-            g, m, v, tmp = grads[k], self.m[k], self.v[k], self._tmp[k]
-            # The math, one line per moment:
-            #   m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g
-            #   p -= lr * (m/bc1 / (sqrt(v/bc2) + eps) + wd*p)
-            # written in place into reused buffers (fresh temporaries cost page faults every step).
-            m *= b1
-            np.multiply(g, 1.0 - b1, out=tmp)
-            m += tmp                                                   # m = b1*m + (1-b1)*g
-            v *= b2
-            np.multiply(g, g, out=tmp)
-            tmp *= 1.0 - b2
-            v += tmp                                                   # v = b2*v + (1-b2)*g^2
-            np.sqrt(v, out=tmp)
-            tmp *= 1.0 / math.sqrt(bc2)                                # sqrt(v_hat)
-            tmp += self.eps
-            np.divide(m, tmp, out=tmp)
-            tmp *= lr / bc1                                            # lr * m_hat / (sqrt(v_hat) + eps)
-            if p.ndim >= 2 and self.weight_decay != 0.0:
-                p *= 1.0 - lr * self.weight_decay                      # decoupled decay: p -= lr*wd*p
-            p -= tmp
+        bc1 = 1.0 - self.beta1 ** self.t                              # bias corrections
+        bc2 = 1.0 - self.beta2 ** self.t
+        blocks = [(k, rows) for k in self.params for rows in self._blocks[k]]
+        if map_fn is None:
+            for k, rows in blocks:
+                self._update(k, rows, grads[k], lr, bc1, bc2)
+        else:
+            list(map_fn(lambda kr: self._update(kr[0], kr[1], grads[kr[0]], lr, bc1, bc2), blocks))
+
+    def _update(self, k, rows, g, lr, bc1, bc2):
+        """AdamW on rows `rows` of parameter k. The math, one line per moment:
+            m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g
+            p -= lr * (m/bc1 / (sqrt(v/bc2) + eps) + wd*p)
+        written in place into reused buffers (fresh temporaries cost page faults every step)."""
+        b1, b2 = self.beta1, self.beta2
+        p, g, m, v, tmp = self.params[k][rows], g[rows], self.m[k][rows], self.v[k][rows], self._tmp[k][rows]
+        m *= b1
+        np.multiply(g, 1.0 - b1, out=tmp)
+        m += tmp                                                       # m = b1*m + (1-b1)*g
+        v *= b2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - b2
+        v += tmp                                                       # v = b2*v + (1-b2)*g^2
+        np.sqrt(v, out=tmp)
+        tmp *= 1.0 / math.sqrt(bc2)                                    # sqrt(v_hat)
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= lr / bc1                                                # lr * m_hat / (sqrt(v_hat) + eps)
+        if self.params[k].ndim >= 2 and self.weight_decay != 0.0:
+            p *= 1.0 - lr * self.weight_decay                          # decoupled decay: p -= lr*wd*p
+        p -= tmp
 
     def state_dict(self):
         """Everything needed to continue exactly: step count, hyper-parameters, both moments (copies)."""

@@ -149,7 +149,7 @@ def train_step(model, opt, micro_batches, lr, clip, workers, timer=None):
     norm = clip_grad_norm(grads, clip)
     ok = math.isfinite(loss) and math.isfinite(norm)
     if ok:
-        opt.step(grads, lr=lr)
+        opt.step(grads, lr=lr, map_fn=workers.map)                  # row blocks of the update on the threads
     if timer is not None:
         timer["optimizer"] += time.perf_counter() - t
     return {"loss": loss, "n_masked": N, "grad_norm": norm, "grads": grads, "ok": ok}

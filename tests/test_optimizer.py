@@ -57,6 +57,23 @@ def test_lr_override_and_state_roundtrip():
         np.testing.assert_array_equal(o2.params[k], o3.params[k])
 
 
+def test_threaded_step_equals_loop():
+    """step(map_fn=pool.map) updates row blocks concurrently; the result is the loop's, bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(2)
+    p1 = {"E": rng.standard_normal((3000, 100)).astype(np.float32), "b": rng.standard_normal(100).astype(np.float32)}
+    p2 = {k: v.copy() for k, v in p1.items()}
+    o1, o2 = AdamW(p1, lr=1e-3), AdamW(p2, lr=1e-3)
+    assert len(o2._blocks["E"]) > 1
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            g = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in p1.items()}
+            o1.step(g)
+            o2.step(g, map_fn=pool.map)
+    for k in p1:
+        np.testing.assert_array_equal(p1[k], p2[k])
+
+
 def test_torch_adamw_10_steps_float64():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(1)
