@@ -291,8 +291,10 @@ class MiniBERT:
         return logits, cache
 
     def save(self, path):
-        """One .npz: every param under its dotted name, plus the config as JSON under '__config__'."""
-        np.savez(Path(path), __config__=np.array(self.config.to_json()), **self.params)
+        """One .npz: every param under its dotted name, plus the config as JSON under '__config__'.
+        Written to exactly `path` (np.savez on a name would append '.npz')."""
+        with open(Path(path), "wb") as f:
+            np.savez(f, __config__=np.array(self.config.to_json()), **self.params)
 
     @classmethod
     def load(cls, path):
