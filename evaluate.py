@@ -300,7 +300,8 @@ def write_report(path, ctx):
         lines += ["## 3. SST-2 sentiment (dev accuracy)", "",
                   f"Fine-tuned end to end on {sp['train_used']} of {sp['train_total']} train phrases, "
                   f"{sp['epochs']} epoch(s), lr {sp['lr']}, batch {sp['batch_size']}; best epoch on dev. "
-                  f"Truncated to T: {sp['truncated_train']} train, {sp['truncated_dev']} dev.", "",
+                  f"Truncated to T: {sp['truncated_train']} train, {sp['truncated_dev']} dev. "
+                  f"{np.mean([x['ms_per_step'] for x in sp['runs']]):.0f} ms per step (dev evaluations included).", "",
                   "| model | dev accuracy (mean +- sd) | per seed |", "|---|---|---|",
                   f"| this checkpoint | {sp['dev_acc_mean']:.4f} +- {sp['dev_acc_sd']:.4f} | {fmt_list(sp['dev_acc_per_seed'], '{:.4f}', ', ')} |",
                   f"| random init | {sr['dev_acc_mean']:.4f} +- {sr['dev_acc_sd']:.4f} | {fmt_list(sr['dev_acc_per_seed'], '{:.4f}', ', ')} |",
