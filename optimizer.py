@@ -12,6 +12,7 @@ moves every parameter by about lr on its first step (m_hat / sqrt(v_hat) = sign(
 """
 import argparse
 import math
+import threading
 
 import numpy as np
 
@@ -38,8 +39,8 @@ class AdamW:
         self.t = 0                                                   # steps taken
         self.m = {k: np.zeros_like(p) for k, p in params.items()}   # first moment
         self.v = {k: np.zeros_like(p) for k, p in params.items()}   # second moment
-        self._tmp = {k: np.empty_like(p) for k, p in params.items()}  # scratch, reused every step
         self._blocks = {k: row_blocks(p.shape) for k, p in params.items()}  # units of work for step(map_fn=)
+        self._local = threading.local()                               # one scratch buffer per thread
 
     def decays(self, name):
         """True for the arrays that get weight decay: 2+ dimensions (no biases, no LayerNorm)."""
@@ -65,7 +66,8 @@ class AdamW:
             p -= lr * (m/bc1 / (sqrt(v/bc2) + eps) + wd*p)
         written in place into reused buffers (fresh temporaries cost page faults every step)."""
         b1, b2 = self.beta1, self.beta2
-        p, g, m, v, tmp = self.params[k][rows], g[rows], self.m[k][rows], self.v[k][rows], self._tmp[k][rows]
+        p, g, m, v = self.params[k][rows], g[rows], self.m[k][rows], self.v[k][rows]
+        tmp = self._scratch(p.shape, p.dtype)
         m *= b1
         np.multiply(g, 1.0 - b1, out=tmp)
         m += tmp                                                       # m = b1*m + (1-b1)*g
@@ -81,6 +83,13 @@ class AdamW:
         if self.params[k].ndim >= 2 and self.weight_decay != 0.0:
             p *= 1.0 - lr * self.weight_decay                          # decoupled decay: p -= lr*wd*p
         p -= tmp
+
+    def _scratch(self, shape, dtype):
+        """A reused buffer of this shape (this thread's; at most one row block, so about 1 MB)."""
+        buf, n = getattr(self._local, "buf", None), int(np.prod(shape))
+        if buf is None or buf.dtype != dtype or buf.size < n:
+            buf = self._local.buf = np.empty(n, dtype)
+        return buf[:n].reshape(shape)
 
     def state_dict(self):
         """Everything needed to continue exactly: step count, hyper-parameters, both moments (copies)."""
