@@ -94,7 +94,9 @@ def find_checkpoint(path):
     return found[-1]
 
 
-def find_vocab(run_dir, vocab=None):
+def find_vocab(run_dir, vocab_size, vocab=None):
+    """--vocab as given; else the one train.py recorded; else a vocab*.txt next to the run or in data/ whose
+    size matches the checkpoint."""
     if vocab is not None:
         if not Path(vocab).is_file():
             fail(f"vocab {vocab} does not exist; pass --vocab the vocab.txt the model was trained with.")
@@ -106,10 +108,12 @@ def find_vocab(run_dir, vocab=None):
             return Path(v)
     except (OSError, ValueError, KeyError, AttributeError):
         pass
-    cands = sorted(run_dir.glob("vocab*.txt")) + sorted((REPO / "data").glob("vocab*.txt"))
-    if not cands:
-        fail(f"no vocab.txt next to {run_dir} or in {REPO / 'data'}; pass --vocab the vocab the model was trained with.")
-    return cands[0]
+    cands = sorted(run_dir.glob("vocab*.txt")) + [REPO / "data" / "vocab-8192.txt"] + sorted((REPO / "data").glob("vocab*.txt"))
+    for c in cands:                                         # the first with the checkpoint's vocab size
+        if c.is_file() and sum(1 for _ in open(c, encoding="utf-8")) == vocab_size:
+            return c
+    fail(f"no vocab.txt of {vocab_size} tokens next to {run_dir} or in {REPO / 'data'}; pass --vocab the vocab "
+         f"the model was trained with.")
 
 
 def load_checkpoint(path, vocab=None):
@@ -122,7 +126,7 @@ def load_checkpoint(path, vocab=None):
         model = MiniBERT.load(ckpt)
     except (ValueError, OSError, KeyError) as e:
         fail(f"cannot load {ckpt} as a model ({e}); pass a checkpoint written by train.py or MiniBERT.save.")
-    vpath = find_vocab(run_dir, vocab)
+    vpath = find_vocab(run_dir, model.config.vocab_size, vocab)
     tok = WordPieceTokenizer.load(vpath)
     if tok.vocab_size != model.config.vocab_size:
         fail(f"vocab {vpath} has {tok.vocab_size} tokens but {ckpt} was trained with vocab_size="
@@ -158,7 +162,8 @@ def mlm_eval(model, tok, batches, seed=1234):
     from mlm import mask_tokens
     rng = np.random.default_rng(seed)
     n, correct, ce, labels_all = 0, 0.0, 0.0, []
-    for ids in batches:
+    from tqdm import tqdm
+    for ids in tqdm(batches, desc="held-out MLM", leave=False):
         inp, labels = mask_tokens(ids, rng, model.config.vocab_size, tok.special_ids)
         mlm_mask = labels != -100
         logits, _ = model.forward(inp, mlm_mask=mlm_mask)              # (N, V)
