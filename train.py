@@ -367,7 +367,7 @@ def peak_rss_mb():
 
 # ---- training ----
 
-CLI_ONLY = {"out", "resume", "stop_at", "threads", "quiet", "benchmark", "no_torch", "bench_steps", "no_plots", "plot"}
+CLI_ONLY = {"out", "resume", "stop_at", "threads", "quiet", "benchmark", "no_torch", "bench_steps", "no_plots", "plot", "profile"}
 RESUME_OVERRIDES = {"steps", "time_budget", "eval_every", "save_every", "log_every"}
 # --resume: CLI_ONLY flags come from this command line, RESUME_OVERRIDES from it when given (else from the
 # run), and everything else (the recipe) from the run itself.
@@ -594,7 +594,7 @@ def gemm_shapes(config, B, T, n_masked):
     return shapes
 
 
-def matmul_floor(shapes, repeats=5):
+def matmul_floor(shapes, repeats=10):
     """(seconds, flops): the fastest of `repeats` timings of each GEMM shape, float32, BLAS on all cores."""
     rng = np.random.default_rng(0)
     total_s, flops = 0.0, 0
@@ -614,9 +614,9 @@ def matmul_floor(shapes, repeats=5):
     return total_s, flops
 
 
-def torch_step_ms(config, params, batches, threads, lr=1e-3, clip=1.0):
-    """Mean ms of (forward, backward, optimizer) of the same step in plain PyTorch (tests/torch_bert.py):
-    eager, float32, clip + torch.optim.AdamW with the same parameter groups. None if torch is missing."""
+def torch_stepper(config, params, threads, lr=1e-3, clip=1.0):
+    """The same training step in plain PyTorch (tests/torch_bert.py): eager, float32, clip + torch.optim.AdamW
+    with the same parameter groups. Returns step(input_ids, labels) -> (fwd_s, bwd_s, opt_s), or None."""
     try:
         import torch
     except ImportError:
@@ -627,11 +627,10 @@ def torch_step_ms(config, params, batches, threads, lr=1e-3, clip=1.0):
     tm = torch_bert.make_torch_model(config, params)
     topt = torch_bert.make_optimizer(tm, lr=lr)
     tm.train()
-    times = []
-    for i, (input_ids, labels) in enumerate(batches):
+
+    def step(input_ids, labels):
         mask = labels != mlm.IGNORE_INDEX
-        ids_t, mask_t = torch.from_numpy(input_ids), torch.from_numpy(mask)
-        y_t = torch.from_numpy(labels[mask])
+        ids_t, mask_t, y_t = torch.from_numpy(input_ids), torch.from_numpy(mask), torch.from_numpy(labels[mask])
         t0 = time.perf_counter()
         loss = torch_bert.mlm_loss_torch(tm(ids_t, mlm_mask=mask_t), y_t)
         t1 = time.perf_counter()
@@ -640,64 +639,94 @@ def torch_step_ms(config, params, batches, threads, lr=1e-3, clip=1.0):
         t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(tm.parameters(), clip)
         topt.step()
-        t3 = time.perf_counter()
-        if i >= 3:                                                  # skip the warm-up steps
-            times.append((t1 - t0, t2 - t1, t3 - t2))
-    return [1e3 * float(np.mean(c)) for c in zip(*times)]
+        return t1 - t0, t2 - t1, time.perf_counter() - t2
+    return step
 
 
-def benchmark(args):
-    """Time args.bench_steps steps of train_step (the training code path) on synthetic ids."""
+def profile_step(model, opt, inputs, args, workers):
+    """cProfile of the step on one thread with thread CPU time (robust to other processes): the functions
+    with the most own time, in ms per step."""
+    import cProfile
+    import pstats
+    pr = cProfile.Profile(time.thread_time)
+    pr.enable()
+    for micro in inputs:
+        train_step(model, opt, micro, args.lr, args.clip, workers)
+    pr.disable()
+    st = pstats.Stats(pr)
+    rows = sorted(((v[2], k) for k, v in st.stats.items()), reverse=True)[:15]
+    total = sum(v[2] for v in st.stats.values())
+    print(f"profile (1 thread, CPU time): {1e3 * total / len(inputs):.1f} ms/step")
+    for own, (file, line, fn) in rows:
+        print(f"  {1e3 * own / len(inputs):7.1f} ms  {Path(file).name}:{line}({fn})" if file != "~" else
+              f"  {1e3 * own / len(inputs):7.1f} ms  {fn}")
+
+
+def benchmark(args, given=()):
+    """Time train_step (the training code path) on synthetic ids, and the same step in PyTorch, in
+    alternating rounds (both see the same machine load); report medians over the timed steps.
+    One micro-batch of --batch-size rows per step unless --accum is given (torch then takes all rows at once)."""
+    if "accum" not in given:
+        args.accum = 1
     config = get_config(args.preset, hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
     B, T, V = args.batch_size, config.max_position_embeddings, config.vocab_size
     model = MiniBERT(config, seed=args.seed)
     opt = AdamW(model.params, lr=args.lr, weight_decay=args.weight_decay)
-    workers = Workers(min(args.threads, B))
+    threads = 1 if args.profile else min(args.threads, B)
+    workers = Workers(threads)
     rng = np.random.default_rng(args.seed)
     tok_info = {"vocab_size": V, "special_ids": [0, 1, 2, 3, 4], "mask_id": 4, "is_continuation": None}
-    warm, n = 3, args.bench_steps
-    timer = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
-    masked, batches = [], []
+    warm, n, rounds = 3, args.bench_steps, 2
+    inputs = []
     for i in range(warm + n):
         ids = rng.integers(5, V, size=(B * args.accum, T))
         ids[:, 0], ids[:, -1] = 2, 3                                # [CLS] ... [SEP], as PackedBatches makes them
-        micro = [make_micro_batch(ids[j * B:(j + 1) * B], rng, tok_info, args, workers.n) for j in range(args.accum)]
-        if i == warm:
-            for k in timer:
-                timer[k] = 0.0
-            t0 = time.perf_counter()
-        res = train_step(model, opt, micro, args.lr, args.clip, workers, timer=timer)
-        masked.append(res["n_masked"])
-        batches.append((np.concatenate([s[0] for m in micro for s in m]), np.concatenate([s[1] for m in micro for s in m])))
-    total = time.perf_counter() - t0
+        inputs.append([make_micro_batch(ids[j * B:(j + 1) * B], rng, tok_info, args, workers.n)
+                       for j in range(args.accum)])
+    if args.profile:
+        train_step(model, opt, inputs[0], args.lr, args.clip, workers)
+        return profile_step(model, opt, inputs[warm:], args, workers)
+    flat = [(np.concatenate([s[0] for m in micro for s in m]), np.concatenate([s[1] for m in micro for s in m]))
+            for micro in inputs]
+    n_masked = float(np.mean([(lab != mlm.IGNORE_INDEX).sum() for _, lab in flat])) / args.accum
+    tstep, rss = None, None
+    ours, theirs = [], []
+    for r in range(rounds):
+        for i, micro in enumerate(inputs):
+            timer = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+            train_step(model, opt, micro, args.lr, args.clip, workers, timer=timer)
+            if i >= warm:
+                ours.append(list(timer.values()))
+        if r == 0:
+            rss = peak_rss_mb()                                     # ours alone: torch then runs in this process
+            tstep = None if args.no_torch else torch_stepper(config, model.params, threads, lr=args.lr, clip=args.clip)
+        if tstep is not None:
+            for i, (input_ids, labels) in enumerate(flat):
+                t = tstep(input_ids, labels)
+                if i >= warm:
+                    theirs.append(t)
     workers.close()
-    rss = peak_rss_mb()
-    ms = {k: 1e3 * v / n for k, v in timer.items()}
-    ms_step = 1e3 * total / n
-    n_masked = float(np.mean(masked[warm:])) / args.accum
     set_blas_threads(os.cpu_count() or 1)
     floor_s, flops = matmul_floor(gemm_shapes(config, B, T, int(round(n_masked))))
     floor_ms, flops = 1e3 * floor_s * args.accum, flops * args.accum
+    med = lambda rows: [1e3 * float(np.median(c)) for c in zip(*rows)] + [1e3 * float(np.median([sum(r) for r in rows]))]
+    f, b, o, ms_step = med(ours)
     tok_s = B * args.accum * T / (ms_step / 1e3)
+    gf = lambda ms: flops / (ms / 1e3) / 1e9
     print(f"benchmark: {args.preset}, float32, B={B} x accum {args.accum}, T={T}, mask {args.mask_prob:.0%} "
-          f"(~{n_masked:.0f} masked rows per micro-batch), {workers.n} threads, {n} steps after {warm} warm-up")
+          f"(~{n_masked:.0f} masked rows per micro-batch), {threads} threads, median of {rounds} x {n} steps")
     print(f"{'':12s} | {'ms/step':>8s} | {'forward':>8s} | {'backward':>8s} | {'optimizer':>9s} | {'tokens/s':>8s} | GFLOP/s")
-    print(f"{'numpy':12s} | {ms_step:8.1f} | {ms['forward']:8.1f} | {ms['backward']:8.1f} | {ms['optimizer']:9.1f} | "
-          f"{tok_s:8.0f} | {flops / (ms_step / 1e3) / 1e9:7.1f}")
-    print(f"{'matmul floor':12s} | {floor_ms:8.1f} | {'':8s} | {'':8s} | {'':9s} | {'':8s} | {flops / floor_s / args.accum / 1e9:7.1f}")
-    result = {"preset": args.preset, "batch_size": B, "accum": args.accum, "seq_len": T, "threads": workers.n,
-              "ms_per_step": round(ms_step, 2), "forward_ms": round(ms["forward"], 2),
-              "backward_ms": round(ms["backward"], 2), "optimizer_ms": round(ms["optimizer"], 2),
-              "tokens_per_s": round(tok_s, 1), "gflops": round(flops / (ms_step / 1e3) / 1e9, 2),
-              "floor_ms": round(floor_ms, 2), "floor_ratio": round(ms_step / floor_ms, 3),
-              "peak_rss_mb": round(rss, 1)}
-    if not args.no_torch:
-        tms = torch_step_ms(config, model.params, batches, args.threads, lr=args.lr, clip=args.clip)
-        if tms is not None:
-            t_step = sum(tms)
-            print(f"{'torch eager':12s} | {t_step:8.1f} | {tms[0]:8.1f} | {tms[1]:8.1f} | {tms[2]:9.1f} | "
-                  f"{B * args.accum * T / (t_step / 1e3):8.0f} | {flops / (t_step / 1e3) / 1e9:7.1f}")
-            result.update({"torch_ms_per_step": round(t_step, 2), "torch_ratio": round(ms_step / t_step, 3)})
+    print(f"{'numpy':12s} | {ms_step:8.1f} | {f:8.1f} | {b:8.1f} | {o:9.1f} | {tok_s:8.0f} | {gf(ms_step):7.1f}")
+    result = {"preset": args.preset, "batch_size": B, "accum": args.accum, "seq_len": T, "threads": threads,
+              "ms_per_step": round(ms_step, 2), "forward_ms": round(f, 2), "backward_ms": round(b, 2),
+              "optimizer_ms": round(o, 2), "tokens_per_s": round(tok_s, 1), "gflops": round(gf(ms_step), 2),
+              "floor_ms": round(floor_ms, 2), "floor_ratio": round(ms_step / floor_ms, 3), "peak_rss_mb": round(rss, 1)}
+    if theirs:
+        tf, tb, to, t_step = med(theirs)
+        print(f"{'torch eager':12s} | {t_step:8.1f} | {tf:8.1f} | {tb:8.1f} | {to:9.1f} | "
+              f"{B * args.accum * T / (t_step / 1e3):8.0f} | {gf(t_step):7.1f}")
+        result.update({"torch_ms_per_step": round(t_step, 2), "torch_ratio": round(ms_step / t_step, 3)})
+    print(f"{'matmul floor':12s} | {floor_ms:8.1f} | {'':8s} | {'':8s} | {'':9s} | {'':8s} | {gf(floor_ms):7.1f}")
     print(f"numpy / matmul floor: {result['floor_ratio']:.2f}x" +
           (f" | numpy / torch: {result['torch_ratio']:.2f}x" if "torch_ratio" in result else "") +
           f" | peak RSS {rss:.0f} MB")
@@ -750,6 +779,7 @@ def build_parser(suppress=False):
     add("--benchmark", action="store_true", default=False, help="time the training step on synthetic ids")
     add("--bench-steps", type=int, default=20)
     add("--no-torch", action="store_true", default=False, help="benchmark: skip the PyTorch side")
+    add("--profile", action="store_true", default=False, help="benchmark: cProfile the step on one thread instead")
     add("--quiet", action="store_true", default=False, help="no progress bar")
     add("--no-plots", action="store_true", default=False, help="do not draw the PNGs")
     add("--plot", default=None, metavar="DIR", help="only redraw the PNGs of the run in DIR from its metrics.jsonl")
@@ -774,7 +804,7 @@ def main(argv=None):
             raise UserError(f"--mask-prob must be in (0, 1), got {args.mask_prob}.")
         limit_malloc_arenas()
         if args.benchmark:
-            return benchmark(args)
+            return benchmark(args, given)
         return run(args, given)
     except (UserError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
