@@ -239,6 +239,23 @@ def overfit_one_batch(model, tok, batch, steps=150, lr=1e-3, seed=0, log_every=1
 
 # ---- report ----
 
+def train_command(run_dir):
+    """The train.py command that wrote run_dir, rebuilt from the args saved in its resume.npz (flags whose
+    value differs from train.py's default). None when that cannot be read."""
+    try:
+        import train
+        with np.load(run_dir / "resume.npz", allow_pickle=False) as f:
+            args = json.loads(str(f["__state__"]))["args"]
+        defaults = vars(train.build_parser().parse_args([]))
+    except Exception:                                      # an old or foreign run folder: say nothing
+        return None
+    parts = ["python train.py"]
+    for k, v in args.items():
+        if k in defaults and v is not None and v is not False and v != defaults[k]:
+            parts.append("--" + k.replace("_", "-") + ("" if v is True else f" {v}"))
+    return " ".join(parts)
+
+
 def read_train_log(path):
     """Last logged step of train.py's metrics.jsonl, plus its last held-out eval (val_*); None if absent."""
     try:
@@ -274,7 +291,9 @@ def write_report(path, ctx):
                   f"accuracy {tl['val_acc']:.4f}, perplexity {tl['val_ppl']:.1f}." if "val_step" in tl else ""), ""]
         lines += [f"![{f}]({f})" for f in ("loss.png", "heldout.png", "grad_norm.png", "lr.png")
                   if (ctx["run_dir"] / f).is_file()]
-        lines += ["", "Command: the `python train.py ...` that wrote this folder (its recipe is in the log).", ""]
+        cmd_train = train_command(ctx["run_dir"])
+        lines += ["", f"Command: `{cmd_train}`" if cmd_train else "Command: the `python train.py` run that wrote "
+                  "this folder.", ""]
     if "mlm" in r:
         m, mr = r["mlm"], r["mlm_random"]
         lines += ["## 1. Held-out masked-token prediction", "",
@@ -310,7 +329,10 @@ def write_report(path, ctx):
                   "| model | dev accuracy (mean +- sd) | per seed |", "|---|---|---|",
                   f"| this checkpoint | {sp['dev_acc_mean']:.4f} +- {sp['dev_acc_sd']:.4f} | {fmt_list(sp['dev_acc_per_seed'], '{:.4f}', ', ')} |",
                   f"| random init | {sr['dev_acc_mean']:.4f} +- {sr['dev_acc_sd']:.4f} | {fmt_list(sr['dev_acc_per_seed'], '{:.4f}', ', ')} |",
-                  f"| bag-of-words logistic regression (all train) | {sp.get('bow_dev_acc', float('nan')):.4f} | - |", "",
+                  f"| bag-of-words logistic regression, same {sp['train_used']} phrases | "
+                  f"{sp.get('bow_dev_acc_subset', float('nan')):.4f} | - |",
+                  f"| bag-of-words logistic regression, all {sp['train_total']} phrases | "
+                  f"{sp.get('bow_dev_acc', float('nan')):.4f} | - |", "",
                   "![SST-2 pretrained](eval/sst2_curve_pretrained.png) ![SST-2 random](eval/sst2_curve_random.png)", "",
                   "All figures, with the curves: `eval/sst2_results.json`.", "",
                   f"Commands: `{cmd['sst2_pretrained']}` and `{cmd['sst2_random']}`", ""]
@@ -341,6 +363,10 @@ def write_report(path, ctx):
                   "| matrix | trained | random init |", "|---|---|---|"]
         lines += [f"| {k} | {v:.1f} | {r['wrank_random'][k]:.1f} |" for k, v in r["wrank"].items()]
         if "weight_norms" in r:
+            groups = list(next(iter(r["weight_norms"].values())))
+            lines += ["", "Weight norm per group (Frobenius), from the init to each checkpoint in the run folder:", "",
+                      "| | " + " | ".join(groups) + " |", "|---" * (len(groups) + 1) + "|"]
+            lines += [f"| {name} | " + fmt_list([n[g] for g in groups], "{:.2f}") + " |" for name, n in r["weight_norms"].items()]
             lines += ["", "![weight norms](eval/weight_norms.png)"]
         lines += ["", f"Command: `{cmd['evaluate']}`", ""]
     if "overfit" in r:
@@ -361,10 +387,10 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="subsets everywhere: a few minutes")
     p.add_argument("--overfit_one_batch", action="store_true", help="only the one-batch overfitting check")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: mlm,probe,sst2,attention,repr,overfit")
-    p.add_argument("--mlm-batches", type=int, default=None, help="held-out batches of 32 (default 40, quick 5)")
+    p.add_argument("--mlm-batches", type=int, default=None, help="held-out batches of 32 (default 80, quick 5)")
     p.add_argument("--probe-sentences", type=int, default=None, help="probe train sentences (default all, quick 1000)")
-    p.add_argument("--sst2-samples", type=int, default=None, help="SST-2 train phrases (default 6000, quick 1000)")
-    p.add_argument("--sst2-epochs", type=int, default=None, help="default 2, quick 1")
+    p.add_argument("--sst2-samples", type=int, default=None, help="SST-2 train phrases (default 12000, quick 2000)")
+    p.add_argument("--sst2-epochs", type=int, default=None, help="default 2 (quick too)")
     p.add_argument("--sst2-seeds", type=int, default=None, help="default 3, quick 1")
     args = p.parse_args(argv)
     t_start = now()
@@ -373,9 +399,9 @@ def main(argv=None):
     out = run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     q = args.quick
-    n_mlm = args.mlm_batches or (5 if q else 40)
+    n_mlm = args.mlm_batches or (5 if q else 80)
     probe_n = args.probe_sentences or (1000 if q else None)
-    sst_n, sst_ep, sst_seeds = args.sst2_samples or (1000 if q else 6000), args.sst2_epochs or (1 if q else 2), \
+    sst_n, sst_ep, sst_seeds = args.sst2_samples or (2000 if q else 12000), args.sst2_epochs or 2, \
         args.sst2_seeds or (1 if q else 3)
     skip = set(args.skip.split(",")) - {""}
     base = ["--checkpoint", str(info["checkpoint"]), "--vocab", str(info["vocab"])]
@@ -465,13 +491,12 @@ def main(argv=None):
         results["gradflow"] = gradient_flow(model, tok, batch)
         plot_gradient_flow(results["gradflow"]["groups"], out / "gradient_flow.png",
                            "MLM gradient norm per group (one held-out batch)")
+        from model import MiniBERT
         ckpts = sorted((f for f in run_dir.glob("*.npz") if f.name != "resume.npz"), key=lambda f: f.stat().st_mtime)
-        if len(ckpts) > 1:
-            from model import MiniBERT
-            norms = [weight_norms(MiniBERT.load(f).params) for f in ckpts]
-            plot_weight_norms(list(range(len(ckpts))), norms, out / "weight_norms.png",
-                              "weight norm per group, checkpoints in time order")
-            results["weight_norms"] = {f.name: n for f, n in zip(ckpts, norms)}
+        names = ["init (seed 0)"] + [f.name for f in ckpts]     # train.py starts from MiniBERT(config, seed)
+        norms = [weight_norms(MiniBERT(cfg, seed=0).params)] + [weight_norms(MiniBERT.load(f).params) for f in ckpts]
+        plot_weight_norms(names, norms, out / "weight_norms.png", "weight norm per group: init, then checkpoints")
+        results["weight_norms"] = dict(zip(names, norms))
         times["gradient flow + representation metrics"] = since(t)
 
     times["total"] = since(t_start)

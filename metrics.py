@@ -170,12 +170,14 @@ def plot_probe_by_layer(curves, path, baselines=None, title="POS probe accuracy 
 
 
 def plot_weight_norms(steps, norms, path, title="weight norm per group over training"):
-    """steps: [s1, s2, ...]; norms: list of {group: norm}, one per step (e.g. one per checkpoint)."""
+    """steps: [s1, s2, ...] (numbers, or labels such as checkpoint names); norms: one {group: norm} per step."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = range(len(steps))
     for g in norms[0]:
-        ax.plot(steps, [n[g] for n in norms], marker="o", label=g)
-    ax.set_xlabel("step"); ax.set_ylabel("||W||_F"); ax.set_title(title); ax.legend(fontsize=7)
+        ax.plot(x, [n[g] for n in norms], marker="o", label=g)
+    ax.set_xticks(list(x)); ax.set_xticklabels([str(s) for s in steps], fontsize=7)
+    ax.set_xlabel("checkpoint"); ax.set_ylabel("||W||_F"); ax.set_title(title); ax.legend(fontsize=7)
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 
