@@ -40,7 +40,7 @@ import gradients
 import mlm
 from config import PRESETS, get_config
 from model import MiniBERT
-from optimizer import AdamW, clip_grad_norm, lr_at
+from optimizer import AdamW, clip_grad_norm, lr_at, row_blocks
 
 REPO = Path(__file__).resolve().parent
 
@@ -114,47 +114,54 @@ def make_micro_batch(ids, rng, tok_info, args, n_shards):
     return [(input_ids[p], labels[p], int(s)) for p, s in zip(parts, seeds) if len(p)]
 
 
+def sum_grads(grad_dicts, workers):
+    """grad_dicts[0] += the others, in list order (deterministic), row blocks spread over the threads."""
+    grads = grad_dicts[0]
+    if len(grad_dicts) > 1:
+        def add(key_rows):
+            k, rows = key_rows
+            for g in grad_dicts[1:]:
+                grads[k][rows] += g[k][rows]
+        workers.map(add, [(k, rows) for k in grads for rows in row_blocks(grads[k].shape)])
+    return grads
+
+
 def train_step(model, opt, micro_batches, lr, clip, workers, timer=None):
     """Forward + backward over every shard of every micro-batch, then clip and AdamW.
     micro_batches: list of lists of shards (input_ids, labels, seed). The loss is the mean over all masked
-    tokens of the logical batch: shard s with n_s of the N masked tokens gets dlogits * n_s / N.
-    Returns a dict (loss, n_masked, grad_norm, grads); the update is skipped if loss or norm is not finite."""
+    tokens of the logical batch: shard s with n_s of the N masked tokens gets dlogits * n_s / N, so the sum
+    of the shards' gradients is the gradient of that mean. The shards of one micro-batch run at once on the
+    worker threads; their gradients are added to the running sum in a fixed order (a resumed run repeats
+    the same floating-point results). Returns a dict (loss, n_masked, grad_norm, grads, ok); the update is
+    skipped (ok False) if the loss or the gradient norm is not finite."""
     N = sum(int((lab != mlm.IGNORE_INDEX).sum()) for shards in micro_batches for _, lab, _ in shards)
-    total_loss, grads = 0.0, None
-    t = time.perf_counter()
 
-    def forward(shard):
+    def work(shard):                                                # on one worker thread
         input_ids, labels, seed = shard
+        t0 = time.perf_counter()
         mlm_mask = labels != mlm.IGNORE_INDEX                       # (b, T)
         logits, cache = model.forward(input_ids, mlm_mask=mlm_mask, training=True,
                                       rng=np.random.default_rng(seed))   # (n_s, V)
         loss, dlogits = mlm.mlm_loss(logits, labels[mlm_mask])
         n_s = int(mlm_mask.sum())
         dlogits *= n_s / max(N, 1)                                  # weight of this shard in the mean
-        return loss * n_s, cache, dlogits
+        t_fwd = time.perf_counter() - t0
+        return gradients.backward(model, cache, dlogits), loss * n_s, t_fwd
 
-    def backward(out):
-        _, cache, dlogits = out
-        return gradients.backward(model, cache, dlogits)
-
+    grads, total_loss = None, 0.0
+    t = time.perf_counter()
     for shards in micro_batches:
-        outs = workers.map(forward, shards)
-        t_fwd = time.perf_counter()
-        shard_grads = workers.map(backward, outs)
-        total_loss += sum(o[0] for o in outs)
+        outs = workers.map(work, shards)
+        # data parallel + accumulation: running sum += this micro-batch's shard gradients
+        grads = sum_grads(([] if grads is None else [grads]) + [o[0] for o in outs], workers)
+        total_loss += sum(o[1] for o in outs)
+        t_end = time.perf_counter()
+        if timer is not None:                                       # forward: the shards' mean; backward: the rest
+            t_fwd = sum(o[2] for o in outs) / len(outs)
+            timer["forward"] += t_fwd
+            timer["backward"] += t_end - t - t_fwd
         del outs
-        for g in shard_grads:                                       # sum of the shards' gradients
-            if grads is None:
-                grads = g
-            else:
-                for k in grads:
-                    grads[k] += g[k]
-        del shard_grads
-        t_bwd = time.perf_counter()
-        if timer is not None:
-            timer["forward"] += t_fwd - t
-            timer["backward"] += t_bwd - t_fwd
-        t = t_bwd
+        t = t_end
     loss = total_loss / max(N, 1)
     norm = clip_grad_norm(grads, clip)
     ok = math.isfinite(loss) and math.isfinite(norm)
