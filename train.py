@@ -655,6 +655,7 @@ def profile_step(model, opt, inputs, args, workers):
     with the most own time, in ms per step."""
     import cProfile
     import pstats
+    set_blas_threads(1)                                             # all the work on this one thread
     pr = cProfile.Profile(time.thread_time)
     pr.enable()
     for micro in inputs:
