@@ -28,9 +28,9 @@ Usage:
     python tokenizer.py encode "Héllo, world! Tokenization"          # pieces and ids (default vocab above)
     python tokenizer.py bench --corpus ../shared/data/wiki_en_2015/wiki.train.small.txt --slow-lines 2000
 
-Expect (2 cores shared with four other busy jobs, so timings are noisy): training the 8K vocabulary on the
-32M-word corpus took 40-92 s here (load average 5-8 from the other jobs); it gives 1.55 tokens per whitespace
-word on that corpus, [UNK] 1.4e-4 of tokens. bench on wiki.train.small.txt: ids identical to
+Expect (2 cores shared with four other busy jobs, so timings are noisy): training the 8K vocabulary
+on the 32M-word corpus took 40-92 s here (load average 5-8); it gives 1.55 tokens per whitespace word
+on that corpus, [UNK] 1.4e-4 of tokens. bench on wiki.train.small.txt: ids identical to
 BertTokenizerFast on 38032 of 38032 lines; 0.6-0.8M words/s in one process (cold cache) against
 0.16-0.19M for BertTokenizerFast, 0.03-0.04M for the Python BertTokenizer.
 """
