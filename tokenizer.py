@@ -508,7 +508,8 @@ def _progress(iterable, enabled, desc, **kw):
 def _cmd_train(args):
     t0 = time.time()
     size = Path(args.corpus).stat().st_size
-    tok = WordPieceTokenizer.train(iter_blocks(args.corpus, progress=True), vocab_size=args.vocab_size, limit_alphabet=args.limit_alphabet,
+    tok = WordPieceTokenizer.train(iter_blocks(args.corpus, progress=True), vocab_size=args.vocab_size,
+                                   limit_alphabet=args.limit_alphabet,
                                    min_word_count=args.min_word_count, progress=True)
     tok.save(args.out)
     print(f"{size / 1e6:.0f} MB corpus -> {tok.vocab_size} tokens in {time.time() - t0:.1f} s "

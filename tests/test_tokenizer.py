@@ -179,7 +179,8 @@ def test_same_ids_as_hf_on_fixture(trained, tmp_path):
 
 def test_same_words_as_hf_on_unicode_sweep():
     """Every code point below U+0800 (Latin, Greek, Cyrillic, Hebrew, Arabic, combining marks), in General
-    Punctuation (spaces, dashes, quotes) and CJK Symbols, and every 64th up to U+30000, in four contexts: our words == HF BertTokenizer's words (its WordPiece step switched off)."""
+    Punctuation (spaces, dashes, quotes) and CJK Symbols, and every 64th up to U+30000, in four contexts:
+    our words == HF BertTokenizer's words (its WordPiece step switched off)."""
     transformers = pytest.importorskip("transformers")
     hf = transformers.BertTokenizer(str(VOCAB), do_lower_case=True)
     hf.wordpiece_tokenizer.tokenize = lambda word: [word]
