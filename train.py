@@ -88,13 +88,13 @@ def limit_malloc_arenas():
 
 
 class Workers:
-    """`n` threads that run one function over shards of a batch. With n == 1 it runs inline (and BLAS may
-    use all cores); with n > 1 each matmul runs single-threaded inside its worker."""
+    """`n` threads that run one function over shards of a batch (inline when n == 1). Each matmul runs on
+    `blas_threads` threads inside its worker (default: 1 when n > 1, else all cores)."""
 
-    def __init__(self, n):
+    def __init__(self, n, blas_threads=None):
         self.n = max(1, int(n))
         self.pool = ThreadPoolExecutor(self.n) if self.n > 1 else None
-        set_blas_threads(1 if self.n > 1 else (os.cpu_count() or 1))
+        set_blas_threads(blas_threads or (1 if self.n > 1 else (os.cpu_count() or 1)))
 
     def map(self, fn, items):
         if self.pool is None or len(items) == 1:
@@ -448,7 +448,7 @@ def run(args, given):
     opt = AdamW(model.params, lr=args.lr, betas=(0.9, 0.999), eps=1e-6, weight_decay=args.weight_decay)
     if args.resume:
         opt.load_state_dict(opt_state)
-    workers = Workers(min(args.threads, args.batch_size))
+    workers = Workers(min(args.threads, args.batch_size), max(1, args.threads // min(args.threads, args.batch_size)))
     print(f"config: {config.to_json()}")
     print(f"recipe: {json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in ('benchmark',)})}")
     print(f"{model.num_params():,} params | {len(tokens):,} training tokens | held-out {n_eval} x "
@@ -689,7 +689,7 @@ def benchmark(args, given=()):
     model = MiniBERT(config, seed=args.seed)
     opt = AdamW(model.params, lr=args.lr, weight_decay=args.weight_decay)
     threads = 1 if args.profile else min(args.threads, B)
-    workers = Workers(threads)
+    workers = Workers(threads, 1 if args.profile else max(1, args.threads // threads))
     rng = np.random.default_rng(args.seed)
     tok_info = {"vocab_size": V, "special_ids": [0, 1, 2, 3, 4], "mask_id": 4, "is_continuation": None}
     warm, n, rounds = 3, args.bench_steps, 2
@@ -706,23 +706,27 @@ def benchmark(args, given=()):
             for micro in inputs]
     n_masked = float(np.mean([(lab != mlm.IGNORE_INDEX).sum() for _, lab in flat])) / args.accum
     tstep, rss = None, None
-    ours, theirs = [], []
+    ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
     for r in range(rounds):
         for i, micro in enumerate(inputs):
             timer = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+            c0 = time.process_time()
             train_step(model, opt, micro, args.lr, args.clip, workers, timer=timer)
             if i >= warm:
                 ours.append(list(timer.values()))
+                ours_cpu.append(time.process_time() - c0)
         if r == 0:
             rss = peak_rss_mb()                                     # ours alone: torch then runs in this process
             tstep = None if args.no_torch else torch_stepper(config, model.params, threads, lr=args.lr, clip=args.clip)
         if tstep is not None:
             for i, (input_ids, labels) in enumerate(flat):
+                c0 = time.process_time()
                 t = tstep(input_ids, labels)
                 if i >= warm:
                     theirs.append(t)
+                    theirs_cpu.append(time.process_time() - c0)
     workers.close()
-    set_blas_threads(os.cpu_count() or 1)
+    set_blas_threads(args.threads)                                  # the floor: BLAS on the same number of cores
     floor_s, flops = matmul_floor(gemm_shapes(config, B, T, int(round(n_masked))))
     floor_ms, flops = 1e3 * floor_s * args.accum, flops * args.accum
     med = lambda rows: [1e3 * float(np.median(c)) for c in zip(*rows)] + [1e3 * float(np.median([sum(r) for r in rows]))]
@@ -731,21 +735,26 @@ def benchmark(args, given=()):
     gf = lambda ms: flops / (ms / 1e3) / 1e9
     print(f"benchmark: {args.preset}, float32, B={B} x accum {args.accum}, T={T}, mask {args.mask_prob:.0%} "
           f"(~{n_masked:.0f} masked rows per micro-batch), {threads} threads, median of {rounds} x {n} steps")
-    print(f"{'':12s} | {'ms/step':>8s} | {'forward':>8s} | {'backward':>8s} | {'optimizer':>9s} | {'tokens/s':>8s} | GFLOP/s")
-    print(f"{'numpy':12s} | {ms_step:8.1f} | {f:8.1f} | {b:8.1f} | {o:9.1f} | {tok_s:8.0f} | {gf(ms_step):7.1f}")
+    cpu = lambda xs: 1e3 * float(np.median(xs))
+    print(f"{'':12s} | {'ms/step':>8s} | {'forward':>8s} | {'backward':>8s} | {'optimizer':>9s} | {'tokens/s':>8s} | "
+          f"GFLOP/s | CPU ms/step (all threads)")
+    print(f"{'numpy':12s} | {ms_step:8.1f} | {f:8.1f} | {b:8.1f} | {o:9.1f} | {tok_s:8.0f} | {gf(ms_step):7.1f} | "
+          f"{cpu(ours_cpu):8.1f}")
     result = {"preset": args.preset, "batch_size": B, "accum": args.accum, "seq_len": T, "threads": threads,
               "ms_per_step": round(ms_step, 2), "forward_ms": round(f, 2), "backward_ms": round(b, 2),
               "optimizer_ms": round(o, 2), "tokens_per_s": round(tok_s, 1), "gflops": round(gf(ms_step), 2),
-              "floor_ms": round(floor_ms, 2), "floor_ratio": round(ms_step / floor_ms, 3), "peak_rss_mb": round(rss, 1)}
+              "floor_ms": round(floor_ms, 2), "floor_ratio": round(ms_step / floor_ms, 3), "peak_rss_mb": round(rss, 1),
+              "cpu_ms_per_step": round(cpu(ours_cpu), 2), "load_avg_1min": round(os.getloadavg()[0], 2)}
     if theirs:
         tf, tb, to, t_step = med(theirs)
         print(f"{'torch eager':12s} | {t_step:8.1f} | {tf:8.1f} | {tb:8.1f} | {to:9.1f} | "
-              f"{B * args.accum * T / (t_step / 1e3):8.0f} | {gf(t_step):7.1f}")
-        result.update({"torch_ms_per_step": round(t_step, 2), "torch_ratio": round(ms_step / t_step, 3)})
+              f"{B * args.accum * T / (t_step / 1e3):8.0f} | {gf(t_step):7.1f} | {cpu(theirs_cpu):8.1f}")
+        result.update({"torch_ms_per_step": round(t_step, 2), "torch_ratio": round(ms_step / t_step, 3),
+                       "torch_cpu_ms_per_step": round(cpu(theirs_cpu), 2)})
     print(f"{'matmul floor':12s} | {floor_ms:8.1f} | {'':8s} | {'':8s} | {'':9s} | {'':8s} | {gf(floor_ms):7.1f}")
     print(f"numpy / matmul floor: {result['floor_ratio']:.2f}x" +
           (f" | numpy / torch: {result['torch_ratio']:.2f}x" if "torch_ratio" in result else "") +
-          f" | peak RSS {rss:.0f} MB")
+          f" | peak RSS {rss:.0f} MB | load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(json.dumps(result))
     return result
 
