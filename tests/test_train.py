@@ -180,3 +180,24 @@ def test_ten_steps_match_torch_autograd_float64():
     # the weights agree too (AdamW divides by sqrt(v), so relative error grows where v is tiny)
     for k, v in model.params.items():
         np.testing.assert_allclose(v, tm.w(k).detach().numpy(), rtol=1e-7, atol=1e-10)
+
+
+def test_time_budget_ends_the_schedule(tiny_data, tmp_path):
+    """--time-budget: the run stops on time and the LR schedule's length is estimated so that the decay
+    ends with the budget (the last logged lr is far below the peak)."""
+    out = tmp_path / "tb"
+    args = [a for a in _args(tiny_data, out, "--time-budget", "0.05") if a not in ("--steps", "12")]
+    t0 = time.time()
+    train.main(args)
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    lrs = [r["lr"] for r in recs if "lr" in r]
+    assert time.time() - t0 < 60 and len(lrs) > 20
+    assert max(lrs) == pytest.approx(1e-2, rel=0.05) and lrs[-1] < 0.2 * max(lrs)
+
+
+def test_benchmark_json(capsys):
+    res = train.main(["--benchmark", "--preset", "tiny", "--batch-size", "4", "--bench-steps", "2", "--no-torch"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last) == res
+    for key in ("ms_per_step", "forward_ms", "backward_ms", "optimizer_ms", "tokens_per_s", "peak_rss_mb"):
+        assert res[key] > 0
