@@ -77,12 +77,19 @@ def set_blas_threads(n):
     return False
 
 
-def limit_malloc_arenas():
-    """glibc gives every thread its own malloc arena, each keeping its freed memory: with one arena the
-    worker threads reuse each other's freed blocks (about 20 MB less peak RSS, no measurable cost)."""
+def tune_malloc():
+    """Two glibc malloc settings for a loop that allocates the same large temporaries at every step:
+    - one arena: otherwise every worker thread gets its own, each keeping its own freed memory
+      (about 20 MB less peak RSS);
+    - keep freed memory in the process instead of returning it to the kernel and faulting it back in,
+      4 KB page by page, at the next step (measured here: ~4,000 page faults and ~10 ms of kernel time per
+      B=32 step before, ~100 and ~1 ms after; peak RSS unchanged, since the next step reuses the memory)."""
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL("libc.so.6").mallopt(-8, 1)                 # M_ARENA_MAX = 1
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-8, 1)                                     # M_ARENA_MAX = 1
+            libc.mallopt(-3, 64 << 20)                              # M_MMAP_THRESHOLD: heap, not mmap, below 64 MB
+            libc.mallopt(-1, 256 << 20)                             # M_TRIM_THRESHOLD: keep up to 256 MB free
         except (OSError, AttributeError):
             pass
 
@@ -827,7 +834,7 @@ def main(argv=None):
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
         if not 0.0 < args.mask_prob < 1.0:
             raise UserError(f"--mask-prob must be in (0, 1), got {args.mask_prob}.")
-        limit_malloc_arenas()
+        tune_malloc()
         if args.benchmark:
             return benchmark(args, given)
         return run(args, given)
