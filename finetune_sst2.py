@@ -263,6 +263,8 @@ def main(argv=None):
         if labels is not None:
             res["predict_acc"] = float((probs.argmax(-1) == labels).mean())
             print(f"--predict {args.predict}: accuracy {res['predict_acc']:.4f} on {len(sents)} sentences")
+        else:
+            print(f"--predict {args.predict}: {len(sents)} sentences, not every row has a 0/1 label: no accuracy")
         print(f"predictions written to {pred_path}")
     tag = res["init"]
     plot_curves({tag: hists}, out / f"sst2_curve_{tag}.png", f"SST-2 fine-tuning ({tag} init)")
