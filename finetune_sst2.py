@@ -17,8 +17,9 @@ Usage:
     python finetune_sst2.py --checkpoint runs/mini --random-init --seeds 3
     python finetune_sst2.py --checkpoint runs/mini --predict my.tsv      # sentence<TAB>label (label optional)
 
-Expect: BoW floor about 0.80 dev accuracy; random init in the 0.60s; a pretrained checkpoint above it
-(measured numbers in the README). The last line gives dev accuracy as mean +- sd over seeds.
+Expect (12,000 phrases x 2 epochs x 3 seeds, about 80 ms per step): BoW floor 0.815 dev accuracy on all
+of train, 0.810 on the same 12,000 phrases; random init 0.791 +- 0.004; a barely trained 600-step checkpoint
+0.782 +- 0.004 (the README has the 60-minute checkpoint). The last line gives dev accuracy, mean +- sd.
 """
 # B batch, T sequence, H hidden, C classes, N examples, F bag-of-words features
 import argparse

@@ -16,8 +16,10 @@ Usage:
     python probe_pos.py --checkpoint runs/mini                    # UPOS on UD English-EWT, all layers
     python probe_pos.py --checkpoint runs/mini --max_sentences 2000 --xpos --pooling mean
 
-Expect (mini, 60-minute checkpoint; see README for the measured numbers): the trained model beats the
-random-init model at every layer above 0 and the per-word lookup baseline (~85% UPOS) in its best layer.
+Expect (full EWT, mini): "words scored 204577 == words in file 204577: True" (269 train sentences need
+windows at T=64); about 70 s on 2 cores. Baselines (test): majority tag 0.164, most frequent tag per word
+0.862. A 600-step checkpoint (held-out MLM accuracy 0.09) gives best-layer test 0.688 vs random init 0.654
+and control 0.649 (selectivity 0.04); the README has the 60-minute checkpoint's figures.
 Writes OUT/probe_results.json and OUT/probe_by_layer.png; the last line is the best layer's test accuracy.
 """
 # B batch, T sequence, H hidden, L layers, C classes (tags), N words
