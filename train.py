@@ -819,6 +819,12 @@ def build_parser(suppress=False):
     return p
 
 
+def data_errors():
+    """data.py's own user-facing errors (a failed download, a malformed file): printed as one line."""
+    import data
+    return (data.DownloadError, data.DataFormatError)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -838,7 +844,7 @@ def main(argv=None):
         if args.benchmark:
             return benchmark(args, given)
         return run(args, given)
-    except (UserError, FileNotFoundError) as e:
+    except (UserError, FileNotFoundError, *data_errors()) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1)
     except KeyboardInterrupt:
