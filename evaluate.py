@@ -148,19 +148,6 @@ def random_init_like(model, seed=0):
 
 # ---- 1. held-out MLM ----
 
-def heldout_tokens(tok, path, max_tokens=None):
-    """Token stream of the validation text: each document's pieces, then [SEP]."""
-    from data import read_documents
-    out = []
-    for doc in read_documents(path):
-        for ids in tok.encode_batch(doc, add_special_tokens=False, num_workers=1):
-            out.extend(ids)
-        out.append(tok.sep_id)
-        if max_tokens and len(out) >= max_tokens:
-            break
-    return np.array(out, dtype=np.int64)
-
-
 def mlm_eval(model, tok, batches, seed=1234):
     """Masked accuracy and perplexity on fixed batches with a fixed masking seed (the same masks for every
     model). Also the unigram guess fitted on these labels: always predict the most frequent token."""
@@ -422,8 +409,9 @@ def main(argv=None):
           f"the time of each part is printed at the end and written to the report")
 
     t = now()
-    tokens = heldout_tokens(tok, valid, max_tokens=(n_mlm * 32 + 64) * (T - 2) * 2)
-    from data import heldout_batches
+    from data import heldout_batches, load_tokens, prepare
+    meta = prepare(valid, info["vocab"], out, num_workers=1, verbose=False)   # cached in DIR/eval, as train.py does
+    tokens = np.asarray(load_tokens(meta["bin"])[0], dtype=np.int64)
     n_mlm = min(n_mlm, len(tokens) // ((T - 2) * 32))
     batches = heldout_batches(tokens, T, 32, n_mlm)
     times["tokenize held-out text"] = since(t)
