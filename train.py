@@ -275,7 +275,7 @@ def drop_resident_pages(tokens):
 
 def load_data(args, T, log):
     """Resolve the corpus, get the vocab (train it if missing), prepare the token files (cached).
-    -> (tokenizer, train tokens (memmap), validation tokens or None)."""
+    -> (tokenizer, train tokens (memmap), validation tokens or None, info: the files used)."""
     import data
     from tokenizer import WordPieceTokenizer
     try:
@@ -309,7 +309,9 @@ def load_data(args, T, log):
     if valid_path is not None:
         vmeta = data.prepare(valid_path, vocab_file, out_dir)
         valid, _ = data.load_tokens(vmeta["bin"])
-    return tok, tokens, valid
+    info = {"corpus": str(Path(train_path).resolve()), "valid": str(Path(valid_path).resolve()) if valid_path else None,
+            "vocab_file": str(vocab_file.resolve()), "vocab_hash": tok.vocab_hash()}
+    return tok, tokens, valid, info
 
 
 # ---- metrics and plots ----
@@ -417,7 +419,7 @@ def run(args, given):
     if args.steps is None and args.time_budget is None:
         args.time_budget = 120.0
     import data
-    tok, tokens, valid = load_data(args, None, log)
+    tok, tokens, valid, files = load_data(args, None, log)
     config = get_config(args.preset, vocab_size=tok.vocab_size, hidden_dropout_prob=args.dropout,
                         attention_probs_dropout_prob=args.dropout)
     T = config.max_position_embeddings
@@ -438,13 +440,15 @@ def run(args, given):
     if state is None:
         model = MiniBERT(config, seed=args.seed)
         state = {"step": 0, "tokens": 0, "elapsed_s": 0.0, "train_s": 0.0, "best_val_loss": None,
-                 "total_steps": args.steps}
+                 "total_steps": args.steps, "files": files}
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.jsonl").write_text("", encoding="utf-8")
+        (out / "run.json").write_text(json.dumps({**files, "config": config.to_dict(), "args": vars(args)}, indent=1),
+                                      encoding="utf-8")                 # what evaluation needs to find the vocab
     else:
-        if model.config.vocab_size != tok.vocab_size:
-            raise UserError(f"the checkpoint has vocab_size {model.config.vocab_size} but the vocab has "
-                            f"{tok.vocab_size}; resume with the run's own --vocab.")
+        if state.get("files", {}).get("vocab_hash", files["vocab_hash"]) != files["vocab_hash"]:
+            raise UserError(f"{files['vocab_file']} is not the vocab this run started with "
+                            f"({state['files']['vocab_file']}); resume with the run's own --vocab.")
         config = model.config
         batches.load_state_dict(state["data"])
         rng.bit_generator.state = state["rng"]

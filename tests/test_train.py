@@ -201,3 +201,20 @@ def test_benchmark_json(capsys):
     assert json.loads(last) == res
     for key in ("ms_per_step", "forward_ms", "backward_ms", "optimizer_ms", "tokens_per_s", "peak_rss_mb"):
         assert res[key] > 0
+
+
+def test_resume_refuses_a_changed_vocab(tiny_data, tmp_path, capsys):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text((tiny_data / "vocab.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    out = tmp_path / "v"
+    args = _args(tiny_data, out, "--stop-at", "3")
+    args[args.index("--vocab") + 1] = str(vocab)
+    args[args.index("--cache-dir") + 1] = str(tmp_path / "cache")
+    train.main(args)
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["vocab_file"] == str(vocab.resolve())
+    lines = vocab.read_text(encoding="utf-8").splitlines()
+    lines[5], lines[6] = lines[6], lines[5]                     # same size, different ids
+    vocab.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(out), "--resume", "--quiet"])
+    assert "not the vocab this run started with" in capsys.readouterr().err
