@@ -79,22 +79,18 @@ def dataset_path(name):
          f"(or set MINIBERT_DATA_DIR to the folder that holds it).")
 
 
-CKPT_NAMES = ["best.npz", "model_best.npz", "ckpt_best.npz", "checkpoint_best.npz",
-              "last.npz", "model.npz", "ckpt_last.npz", "checkpoint_last.npz", "checkpoint.npz"]
-
-
 def find_checkpoint(path):
-    """A .npz file as given, or the best (else last) checkpoint in a run folder."""
+    """A .npz file as given, or the best (else last) checkpoint of a train.py run folder."""
     p = Path(path)
     if p.is_file():
         return p
     if not p.is_dir():
         fail(f"checkpoint {p} does not exist; pass --checkpoint the run folder train.py wrote (e.g. runs/mini) "
              f"or a .npz saved with MiniBERT.save.")
-    for name in CKPT_NAMES:
+    for name in ("best.npz", "last.npz"):                # what train.py writes (resume.npz adds the optimizer)
         if (p / name).is_file():
             return p / name
-    found = sorted(p.glob("*best*.npz")) or sorted(p.glob("*.npz"), key=lambda f: f.stat().st_mtime)
+    found = sorted((f for f in p.glob("*.npz") if f.name != "resume.npz"), key=lambda f: f.stat().st_mtime)
     if not found:
         fail(f"no .npz checkpoint in {p}; train one (python train.py --out {p}) or pass the .npz file itself.")
     return found[-1]
@@ -131,7 +127,8 @@ def load_checkpoint(path, vocab=None):
     try:
         model = MiniBERT.load(ckpt)
     except (ValueError, OSError, KeyError) as e:
-        fail(f"cannot load {ckpt} as a model ({e}); pass a checkpoint written by train.py or MiniBERT.save.")
+        fail(f"cannot load {ckpt} as a model ({str(e)[:160]}); pass best.npz or last.npz of a train.py run, "
+             f"or a file written by MiniBERT.save.")
     vpath = find_vocab(run_dir, model.config.vocab_size, vocab)
     tok = WordPieceTokenizer.load(vpath)
     if tok.vocab_size != model.config.vocab_size:
