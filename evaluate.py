@@ -148,11 +148,11 @@ def random_init_like(model, seed=0):
 def mlm_eval(model, tok, batches, seed=1234):
     """Masked accuracy and perplexity on fixed batches with a fixed masking seed (the same masks for every
     model). Also the unigram guess fitted on these labels: always predict the most frequent token."""
+    from tqdm import tqdm
     from metrics import masked_accuracy, masked_cross_entropy, perplexity
     from mlm import mask_tokens
     rng = np.random.default_rng(seed)
     n, correct, ce, labels_all = 0, 0.0, 0.0, []
-    from tqdm import tqdm
     for ids in tqdm(batches, desc="held-out MLM", leave=False):
         inp, labels = mask_tokens(ids, rng, model.config.vocab_size, tok.special_ids)
         mlm_mask = labels != -100
