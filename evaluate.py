@@ -357,7 +357,9 @@ def write_report(path, ctx):
             lines += ["", "Weight norm per group (Frobenius), from the init to each checkpoint in the run folder:", "",
                       "| | " + " | ".join(groups) + " |", "|---" * (len(groups) + 1) + "|"]
             lines += [f"| {name} | " + fmt_list([n[g] for g in groups], "{:.2f}") + " |" for name, n in r["weight_norms"].items()]
-            lines += ["", "![weight norms](eval/weight_norms.png)"]
+            lines += ["", "Relative change of the evaluated weights since the init, ||W - W_init|| / ||W_init|| per "
+                      "group: " + ", ".join(f"{g} {v:.2f}" for g, v in r["change_from_init"].items()) + ".", "",
+                      "![weight norms](eval/weight_norms.png)"]
         lines += ["", f"Command: `{cmd['evaluate']}`", ""]
     if "overfit" in r:
         c = r["overfit"]
@@ -487,10 +489,13 @@ def main(argv=None):
                            "MLM gradient norm per group (one held-out batch)")
         from model import MiniBERT
         ckpts = sorted((f for f in run_dir.glob("*.npz") if f.name != "resume.npz"), key=lambda f: f.stat().st_mtime)
-        names = ["init (seed 0)"] + [f.name for f in ckpts]     # train.py starts from MiniBERT(config, seed)
-        norms = [weight_norms(MiniBERT(cfg, seed=0).params)] + [weight_norms(MiniBERT.load(f).params) for f in ckpts]
+        names = ["init (seed 0)"] + [f.name for f in ckpts]     # train.py starts from MiniBERT(config, seed=0)
+        init = MiniBERT(cfg, seed=0).params
+        norms = [weight_norms(init)] + [weight_norms(MiniBERT.load(f).params) for f in ckpts]
         plot_weight_norms(names, norms, out / "weight_norms.png", "weight norm per group: init, then checkpoints")
         results["weight_norms"] = dict(zip(names, norms))
+        moved = weight_norms({k: model.params[k] - init[k] for k in init})    # ||W - W_init|| per group
+        results["change_from_init"] = {g: moved[g] / norms[0][g] for g in moved}
         times["gradient flow + representation metrics"] = since(t)
 
     times["total"] = since(t_start)
