@@ -91,11 +91,13 @@ class AdamW:
             buf = self._local.buf = np.empty(n, dtype)
         return buf[:n].reshape(shape)
 
-    def state_dict(self):
-        """Everything needed to continue exactly: step count, hyper-parameters, both moments (copies)."""
-        return {"t": self.t, "lr": self.lr, "betas": (self.beta1, self.beta2), "eps": self.eps,
-                "weight_decay": self.weight_decay,
-                "m": {k: a.copy() for k, a in self.m.items()}, "v": {k: a.copy() for k, a in self.v.items()}}
+    def state_dict(self, moments=True):
+        """Everything needed to continue exactly: step count, hyper-parameters and (copies of) both moments."""
+        state = {"t": self.t, "lr": self.lr, "betas": (self.beta1, self.beta2), "eps": self.eps,
+                 "weight_decay": self.weight_decay}
+        if moments:
+            state.update(m={k: a.copy() for k, a in self.m.items()}, v={k: a.copy() for k, a in self.v.items()})
+        return state
 
     def load_state_dict(self, state):
         missing = sorted(set(self.params) - set(state["m"]))

@@ -237,11 +237,10 @@ def model_arrays(model):
 def save_checkpoint(out, model, opt, state, best=False):
     """resume.npz: model + optimizer moments + run state (JSON: step, RNG, data position, args);
     last.npz (and best.npz if best): the model alone, in MiniBERT.save's format."""
-    opt_state = opt.state_dict()
-    meta = {k: v for k, v in opt_state.items() if k not in ("m", "v")}
+    meta = {k: v for k, v in opt.state_dict(moments=False).items()}
     arrays = model_arrays(model)
-    arrays.update({f"opt.m/{k}": a for k, a in opt_state["m"].items()})
-    arrays.update({f"opt.v/{k}": a for k, a in opt_state["v"].items()})
+    arrays.update({f"opt.m/{k}": a for k, a in opt.m.items()})     # the live moments: written, not copied
+    arrays.update({f"opt.v/{k}": a for k, a in opt.v.items()})
     arrays["__state__"] = np.array(json.dumps({**state, "optimizer": meta}))
     atomic_savez(out / "resume.npz", **arrays)
     atomic_savez(out / "last.npz", **model_arrays(model))
