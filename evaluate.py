@@ -313,7 +313,8 @@ def write_report(path, ctx):
         sp, sr = r["sst2_pretrained"], r["sst2_random"]
         lines += ["## 3. SST-2 sentiment (dev accuracy)", "",
                   f"Fine-tuned end to end on {sp['train_used']} of {sp['train_total']} train phrases, "
-                  f"{sp['epochs']} epoch(s), lr {sp['lr']}, batch {sp['batch_size']}; best epoch on dev. "
+                  f"{sp['epochs']} epoch(s), lr {sp['lr']}, batch {sp['batch_size']}, dropout {sp['dropout']}; "
+                  f"best epoch on dev. "
                   f"Truncated to T: {sp['truncated_train']} train, {sp['truncated_dev']} dev. "
                   f"{np.mean([x['ms_per_step'] for x in sp['runs']]):.0f} ms per step (dev evaluations included).", "",
                   "| model | dev accuracy (mean +- sd) | per seed |", "|---|---|---|",

@@ -142,6 +142,7 @@ def test_finetune_predict_writes_predictions(tiny_run, tmp_path):
                               "--predict", str(FIX / "eval_sst2.tsv"), "--out", str(tmp_path / "o")])
     lines = (tmp_path / "o" / "predictions.tsv").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 13 and 0.0 <= res["predict_acc"] <= 1.0
+    assert res["dropout"] == 0.1                       # fine-tuning dropout, although the tiny preset has none
 
 
 @pytest.mark.parametrize("case", ["no_checkpoint", "vocab_mismatch", "no_dataset"])
