@@ -142,7 +142,20 @@ def test_finetune_predict_writes_predictions(tiny_run, tmp_path):
                               "--predict", str(FIX / "eval_sst2.tsv"), "--out", str(tmp_path / "o")])
     lines = (tmp_path / "o" / "predictions.tsv").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 13 and 0.0 <= res["predict_acc"] <= 1.0
-    assert res["dropout"] == 0.1                       # fine-tuning dropout, although the tiny preset has none
+    assert res["dropout"] == 0.1
+
+
+def test_finetune_turns_dropout_on_and_keeps_the_best_epoch(tiny_run):
+    run, tok = tiny_run
+    model = MiniBERT.load(run / "best.npz")
+    assert model.config.hidden_dropout_prob == 0.0                    # the tiny preset trains without dropout
+    sents, y = finetune_sst2.read_tsv(FIX / "eval_sst2.tsv")
+    seqs, _ = finetune_sst2.encode(tok, sents, model.config.max_position_embeddings)
+    hist, head = finetune_sst2.finetune(model, tok, (seqs, y), (seqs, y), seed=0, epochs=3, lr=1e-3, batch_size=4)
+    assert model.config.hidden_dropout_prob == 0.1 and model.config.attention_probs_dropout_prob == 0.1
+    assert len(hist["loss"]) == 9 and hist["best_dev_acc"] == max(hist["dev_acc"])
+    acc = (finetune_sst2.predict(model, head, seqs).argmax(-1) == y).mean()
+    assert acc == hist["best_dev_acc"]                                 # the best epoch's state was restored
 
 
 @pytest.mark.parametrize("case", ["no_checkpoint", "vocab_mismatch", "no_dataset"])
