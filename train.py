@@ -791,8 +791,10 @@ def build_parser(suppress=False):
     add("--time-budget", type=float, default=None,
         help="minutes of training, evaluations included (default 120); the LR schedule's length is estimated "
              "from the measured speed so that its decay ends with the budget")
-    add("--batch-size", type=int, default=8, help="rows of T tokens per micro-batch")
-    add("--accum", type=int, default=4, help="micro-batches per optimizer step (logical batch = batch-size x accum)")
+    add("--batch-size", type=int, default=None,
+        help="rows of T tokens per micro-batch (default 4 per thread, at most 32: 8 on 2 cores)")
+    add("--accum", type=int, default=None,
+        help="micro-batches per optimizer step (default: 32 rows per step in all; 4 for 8-row micro-batches)")
     add("--threads", type=int, default=os.cpu_count() or 1, help="worker threads (each micro-batch is split across them)")
     add("--lr", type=float, default=2e-3, help="peak learning rate")
     add("--min-lr", type=float, default=0.0, help="floor of the decay")
@@ -834,6 +836,10 @@ def main(argv=None):
     given = set(vars(build_parser(suppress=True).parse_args(argv)))
     if args.out is None:
         args.out = str(Path("runs") / args.preset)
+    if args.batch_size is None:                                     # 4 rows per thread keeps every core busy and
+        args.batch_size = min(32, 4 * max(1, args.threads))         # the activations small (peak RSS)
+    if args.accum is None:
+        args.accum = max(1, 32 // args.batch_size)                  # logical batch 32 rows = 2048 tokens
     if args.plot is not None:
         plot_metrics(Path(args.plot), read_metrics(Path(args.plot) / "metrics.jsonl"))
         return None
