@@ -1,7 +1,8 @@
 """MLM pretraining of Mini-BERT: data -> masked batches -> forward -> backward -> AdamW, with checkpoints,
 metrics and plots; and `--benchmark`, the speed of that same training step.
 
-One step (logical batch = batch_size x accum rows of T tokens, default 8 x 4 = 32 rows = 2048 tokens):
+One step (logical batch = batch_size x accum rows of T tokens; default 32 rows = 2048 tokens, in micro-batches
+of 4 rows per thread: 8 x 4 on 2 cores, 32 x 1 on 8):
     for each micro-batch:   ids = PackedBatches.next_batch();  (input, labels) = mask_tokens(ids)   (BERT §3.1)
         its rows are split into `threads` shards that run forward + backward at the same time on worker threads
         (data parallelism in miniature: each shard's dlogits is weighted by its share of the masked tokens, so
