@@ -190,7 +190,12 @@ def download(name, data_dir="data", base_url=None):
             continue
         if not dest.is_file():
             print(f"{name}: downloading {url}")
-            _fetch(url, dest, checksum, folder)
+            try:
+                _fetch(url, dest, checksum, folder)
+            except DownloadError:
+                if not any(folder.iterdir()):
+                    folder.rmdir()                     # leave no empty folder behind
+                raise
         if fname.endswith(".zip"):
             with zipfile.ZipFile(dest) as z:
                 for info in z.infolist():
