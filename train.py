@@ -198,23 +198,29 @@ def layer_grad_norms(grads):
 
 
 def evaluate_mlm(model, eval_set, workers):
-    """Held-out MLM loss, accuracy and perplexity over a fixed masked set (no dropout).
+    """Held-out MLM loss, accuracy and perplexity over a fixed masked set (no dropout), and the mean entropy
+    of each layer's attention rows (nats; ln T = uniform). Entropy falling towards 0 means the heads all
+    look at one token (usually [CLS] or [SEP]) and ignore the context: the sign of a learning rate that is
+    too high (attention entropy collapse, Zhai et al. 2023).
     eval_set: list of (input_ids (B, T), labels (B, T)); each batch is split across the worker threads."""
     def one(shard):
         input_ids, labels = shard
         mlm_mask = labels != mlm.IGNORE_INDEX
-        logits, _ = model.forward(input_ids, mlm_mask=mlm_mask)     # (n, V)
+        logits, cache = model.forward(input_ids, mlm_mask=mlm_mask)     # (n, V)
         y = labels[mlm_mask]
         loss, _ = mlm.mlm_loss(logits, y)
-        return loss * len(y), int((logits.argmax(-1) == y).sum()), len(y)
+        ent = [float(-(p * np.log(p + 1e-12)).sum(-1).mean()) for p in cache["attn_probs"]]   # per layer
+        return loss * len(y), int((logits.argmax(-1) == y).sum()), len(y), ent, len(input_ids)
     res = []
     for input_ids, labels in eval_set:
         parts = [p for p in np.array_split(np.arange(len(input_ids)), workers.n) if len(p)]
         res += workers.map(one, [(input_ids[p], labels[p]) for p in parts])
-    n = sum(r[2] for r in res)
+    n, rows = sum(r[2] for r in res), sum(r[4] for r in res)
     loss = sum(r[0] for r in res) / max(n, 1)
+    ent = [sum(r[3][i] * r[4] for r in res) / rows for i in range(len(res[0][3]))]
     return {"val_loss": loss, "val_acc": sum(r[1] for r in res) / max(n, 1),
-            "val_ppl": math.exp(min(loss, 50.0)), "val_tokens": n}
+            "val_ppl": math.exp(min(loss, 50.0)), "val_tokens": n,
+            **{f"attn_entropy/layer{i}": e for i, e in enumerate(ent)}}
 
 
 # ---- checkpoints ----
@@ -356,6 +362,15 @@ def plot_metrics(out, recs):
         a2.plot([r["step"] for r in val], [r["val_ppl"] for r in val], "o-", color="C1")
         a2.set(xlabel="step", ylabel="perplexity", title="held-out MLM perplexity", yscale="log")
         save(fig, "heldout.png")
+    ents = [k for k in (val[-1] if val else {}) if k.startswith("attn_entropy/")]
+    if ents:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for k in ents:
+            ax.plot([r["step"] for r in val], [r.get(k, float("nan")) for r in val], "o-", label=k.split("/", 1)[1])
+        ax.set(xlabel="step", ylabel="nats", ylim=(0, None),
+               title="held-out attention entropy (near 0: heads ignore the context)")
+        ax.legend(fontsize=7)
+        save(fig, "attention.png")
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.plot(steps, [r["lr"] for r in train])
     ax.set(xlabel="step", ylabel="lr", title="learning rate")
@@ -485,7 +500,7 @@ def run(args, given):
         """--steps, or the estimate from the measured speed so that the schedule ends with the time budget."""
         if state["total_steps"] is not None:
             return state["total_steps"]
-        if state["step"] < 20:
+        if state["step"] < 5:
             return max(args.warmup + 1, 10 ** 9)
         return max(args.warmup + 1, int(budget_s * state["step"] / max(state["elapsed_s"], 1e-9)))
 
@@ -552,9 +567,11 @@ def run(args, given):
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.1e}",
                                 tok_s=f"{state['tokens'] / max(state['train_s'], 1e-9):.0f}")
                 if is_eval:
+                    ents = " ".join(f"{v:.2f}" for k, v in ev.items() if k.startswith("attn_entropy/"))
                     bar.write(f"step {step:5d} | loss {rec['loss']:.4f} | lr {lr:.1e} | "
                               f"{1e3 * state['train_s'] / max(step, 1):.0f} ms/step | held-out loss "
-                              f"{ev['val_loss']:.4f} acc {ev['val_acc']:.4f} ppl {ev['val_ppl']:.1f}")
+                              f"{ev['val_loss']:.4f} acc {ev['val_acc']:.4f} ppl {ev['val_ppl']:.1f} | "
+                              f"attention entropy {ents}")
                     checkpoint(best=best)
                     if not args.no_plots:
                         plotter = plot_in_background(out, plotter)
