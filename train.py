@@ -639,8 +639,12 @@ def gemm_shapes(config, B, T, n_masked):
     return shapes
 
 
-def matmul_floor(shapes, repeats=10):
-    """(seconds, flops): the fastest of `repeats` timings of each GEMM shape, float32, BLAS on all cores."""
+def matmul_floor(shapes, threads, repeats=10):
+    """(seconds, flops): every GEMM shape timed alone on one core (the fastest of `repeats`, float32, CPU
+    time), summed, divided by `threads`: the step's matmuls perfectly split over the cores. Stricter than
+    multi-threaded BLAS (which never scales perfectly), and it stays meaningful on a machine shared with
+    other jobs, where BLAS threads that spin-wait for each other measure the load, not the matmuls."""
+    set_blas_threads(1)
     rng = np.random.default_rng(0)
     total_s, flops = 0.0, 0
     for (b, m, k, n, ta) in shapes:
@@ -651,18 +655,19 @@ def matmul_floor(shapes, repeats=10):
             a, w = a[0], w[0]
         best = float("inf")
         for _ in range(repeats):
-            t = time.perf_counter()
+            t = time.thread_time()
             a @ w
-            best = min(best, time.perf_counter() - t)
+            best = min(best, time.thread_time() - t)
         total_s += best
         flops += 2 * b * m * k * n
-    return total_s, flops
+    return total_s / threads, flops
 
 
 def torch_stepper(config, params, threads, lr=1e-3, clip=1.0):
     """The same training step in plain PyTorch (tests/torch_bert.py): eager, float32, clip + torch.optim.AdamW
     with the same parameter groups. Returns step(input_ids, labels) -> (fwd_s, bwd_s, opt_s), or None."""
-    try:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")            # idle OpenMP threads sleep: on a shared
+    try:                                                            # machine spinning ones slow torch ~5x
         import torch
     except ImportError:
         return None
@@ -756,8 +761,7 @@ def benchmark(args, given=()):
                     theirs.append(t)
                     theirs_cpu.append(time.process_time() - c0)
     workers.close()
-    set_blas_threads(args.threads)                                  # the floor: BLAS on the same number of cores
-    floor_s, flops = matmul_floor(gemm_shapes(config, B, T, int(round(n_masked))))
+    floor_s, flops = matmul_floor(gemm_shapes(config, B, T, int(round(n_masked))), threads)
     floor_ms, flops = 1e3 * floor_s * args.accum, flops * args.accum
     med = lambda rows: [1e3 * float(np.median(c)) for c in zip(*rows)] + [1e3 * float(np.median([sum(r) for r in rows]))]
     f, b, o, ms_step = med(ours)
