@@ -24,9 +24,11 @@ Usage:
     python train.py --benchmark --batch-size 32 --profile   # where the time goes (cProfile, one thread)
     python train.py --plot runs/mini60                # redraw the PNGs from metrics.jsonl
 
-Writes to --out: metrics.jsonl (one JSON object per logged step), loss.png, heldout.png, lr.png, grad_norm.png,
+Writes to --out: run.json (corpus, vocab file and hash, config), metrics.jsonl (one JSON object per logged
+step), loss.png, heldout.png, attention.png, lr.png, grad_norm.png (redrawn at each eval by a child process),
 last.npz and best.npz (models: MiniBERT.load reads them), resume.npz (model + optimizer + RNG + data position
-+ step: what --resume reads). All written atomically (temp file, then os.replace). Ctrl-C saves and exits.
++ step: what --resume reads). Checkpoints are written atomically (temp file, then os.replace). Ctrl-C saves
+and exits; a NaN/inf loss stops with a message and keeps the last checkpoint.
 
 Expect (this 2-core machine, shared with other jobs): 0.2-0.5 s per step of 2048 tokens; held-out MLM loss
 6.83 / 6.64 after 500 / 1000 steps at lr 5e-4; peak RSS about 210 MB. The 60-minute run: see the README.
