@@ -386,6 +386,8 @@ def main(argv=None):
     p.add_argument("--sst2-epochs", type=int, default=None, help="default 2 (quick too)")
     p.add_argument("--sst2-seeds", type=int, default=None, help="default 3, quick 1")
     args = p.parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)      # progress lines appear at once in a redirected log
     t_start = now()
     model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
     cfg, run_dir = model.config, info["run_dir"]
