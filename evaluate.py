@@ -252,9 +252,10 @@ def read_train_log(path):
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, ValueError):
         return None
-    if not rows:
+    steps = [r for r in rows if "loss" in r]                       # train.py's last row is a held-out eval only
+    if not steps:
         return None
-    out = dict(rows[-1])
+    out = dict(steps[-1])
     evals = [r for r in rows if "val_loss" in r]
     if evals:
         out.update({k: evals[-1][k] for k in ("val_loss", "val_acc", "val_ppl")}, val_step=evals[-1]["step"])

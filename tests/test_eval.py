@@ -1,6 +1,7 @@
 """Evaluation suite on tiny fixtures: windows score every word once, the probe and the classifier head learn
 and have correct gradients, the baselines are right on hand examples, and evaluate.py writes a full report
 (or one clear error line) for a tiny checkpoint made in tmp_path. A few seconds in all."""
+import json
 import shutil
 from pathlib import Path
 
@@ -176,3 +177,16 @@ def test_errors_are_one_clear_line(tiny_run, tmp_path, monkeypatch, capsys, case
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
     assert {"no_checkpoint": "--checkpoint", "vocab_mismatch": "--vocab", "no_dataset": "download"}[case] in err[0]
+
+
+def test_read_train_log_when_last_row_is_a_heldout_eval(tmp_path):
+    """train.py ends metrics.jsonl with an eval-only row (no 'loss'): the train fields come from the last
+    step row, the held-out fields from the last eval row."""
+    from evaluate import read_train_log
+    rows = [{"step": 10, "loss": 6.5, "tokens": 100, "elapsed_s": 1.0},
+            {"step": 20, "loss": 6.25, "tokens": 200, "elapsed_s": 2.0, "val_loss": 6.3, "val_acc": 0.1, "val_ppl": 544.6},
+            {"step": 20, "val_loss": 6.2, "val_acc": 0.15, "val_ppl": 492.7}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    tl = read_train_log(tmp_path / "metrics.jsonl")
+    assert (tl["step"], tl["loss"], tl["tokens"]) == (20, 6.25, 200)
+    assert (tl["val_step"], tl["val_loss"], tl["val_acc"]) == (20, 6.2, 0.15)
