@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 import gradients
+import metrics
 import mlm
 from config import PRESETS, get_config
 from model import MiniBERT
@@ -190,15 +191,6 @@ def train_step(model, opt, micro_batches, lr, clip, workers, timer=None):
     if timer is not None:
         timer["optimizer"] += time.perf_counter() - t
     return {"loss": loss, "n_masked": N, "grad_norm": norm, "grads": grads, "ok": ok}
-
-
-def layer_grad_norms(grads):
-    """{'emb': ..., 'layer0': ..., 'mlm': ...}: L2 norm of each group (prefix before the first '.')."""
-    sq = {}
-    for k, g in grads.items():
-        group = k.split(".", 1)[0]
-        sq[group] = sq.get(group, 0.0) + float(np.vdot(g, g))
-    return {k: math.sqrt(v) for k, v in sq.items()}
 
 
 def evaluate_mlm(model, eval_set, workers):
@@ -556,7 +548,7 @@ def run(args, given):
             is_eval = step % args.eval_every == 0 or done() or (args.stop_at is not None and step >= args.stop_at)
             if step % args.log_every == 0 or is_eval:
                 rec = {"step": step, "loss": loss_acc / n_acc, "lr": lr, "grad_norm": res["grad_norm"],
-                       **{f"grad_norm/{k}": v for k, v in layer_grad_norms(res["grads"]).items()},
+                       **{f"grad_norm/{k}": v for k, v in metrics.grad_norms(res["grads"])[1].items()},
                        "tokens": state["tokens"], "elapsed_s": round(state["elapsed_s"], 3)}
                 loss_acc, n_acc = 0.0, 0
                 drop_resident_pages(tokens)

@@ -108,8 +108,9 @@ def test_float32_default_and_float64_when_cast():
         assert _cache_dtypes(cache) == {np.dtype(dtype)}            # nothing upcast on the way
 
 
-def _cache_dtypes(cache):
-    dtypes, stack = set(), [cache]
+def _cache_float_arrays(cache):
+    """Every float ndarray reachable through the cache's dicts, lists and tuples."""
+    stack = [cache]
     while stack:
         o = stack.pop()
         if isinstance(o, dict):
@@ -117,8 +118,11 @@ def _cache_dtypes(cache):
         elif isinstance(o, (list, tuple)):
             stack.extend(o)
         elif isinstance(o, np.ndarray) and o.dtype.kind == "f":
-            dtypes.add(o.dtype)
-    return dtypes
+            yield o
+
+
+def _cache_dtypes(cache):
+    return {a.dtype for a in _cache_float_arrays(cache)}
 
 
 def test_backward_rejects_wrong_gradient_shapes():
@@ -248,20 +252,12 @@ def _cache_floats(cache, params):
     """Elements of the distinct buffers the cache keeps alive, not counting the params."""
     param_ids = {id(a) for a in params.values()}
     seen, total = set(), 0
-    stack = [cache]
-    while stack:
-        o = stack.pop()
-        if isinstance(o, dict):
-            stack.extend(o.values())
-        elif isinstance(o, (list, tuple)):
-            stack.extend(o)
-        elif isinstance(o, np.ndarray) and o.dtype.kind == "f":
-            root = o
-            while isinstance(root.base, np.ndarray):
-                root = root.base
-            if id(root) not in seen and id(root) not in param_ids:
-                seen.add(id(root))
-                total += root.size
+    for root in _cache_float_arrays(cache):
+        while isinstance(root.base, np.ndarray):                  # a view: count its buffer once
+            root = root.base
+        if id(root) not in seen and id(root) not in param_ids:
+            seen.add(id(root))
+            total += root.size
     return total
 
 
