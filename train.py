@@ -403,6 +403,8 @@ def peak_rss_mb():
 # ---- training ----
 
 CLI_ONLY = {"out", "resume", "stop_at", "threads", "quiet", "benchmark", "no_torch", "bench_steps", "no_plots", "plot", "profile"}
+EVAL_ROWS = 32         # rows per held-out batch: the held-out set is --eval-batches x 32 rows for every recipe
+EVAL_MASK_PROB = 0.15   # the held-out set is masked at BERT's 15% whatever --mask-prob trains with: comparable runs
 RESUME_OVERRIDES = {"steps", "time_budget", "eval_every", "save_every", "log_every"}
 # --resume: CLI_ONLY flags come from this command line, RESUME_OVERRIDES from it when given (else from the
 # run), and everything else (the recipe) from the run itself.
@@ -438,14 +440,14 @@ def run(args, given):
         tokens, valid = data.holdout_split(tokens, max(len(tokens) // 200, 40 * T))
     tok_info = {"vocab_size": tok.vocab_size, "special_ids": list(tok.special_ids), "mask_id": tok.mask_id,
                 "is_continuation": tok.is_continuation}
-    n_eval = min(args.eval_batches, (len(valid) // (T - 2)) // args.batch_size)
+    n_eval = min(args.eval_batches, (len(valid) // (T - 2)) // EVAL_ROWS)     # the same rows whatever --batch-size
     if n_eval < 1:
         raise UserError(f"the validation stream ({len(valid)} tokens) is too short for one batch of "
-                        f"{args.batch_size} x {T}; pass a larger --valid file or a smaller --batch-size.")
+                        f"{EVAL_ROWS} x {T}; pass a larger --valid file.")
     eval_rng = np.random.default_rng(1234)                          # the same masks at every evaluation
-    eval_set = [mlm.mask_tokens(b, eval_rng, tok.vocab_size, tok_info["special_ids"], args.mask_prob,
+    eval_set = [mlm.mask_tokens(b, eval_rng, tok.vocab_size, tok_info["special_ids"], EVAL_MASK_PROB,
                                 mask_id=tok.mask_id)
-                for b in data.heldout_batches(valid, T, args.batch_size, n_eval)]
+                for b in data.heldout_batches(valid, T, EVAL_ROWS, n_eval)]
     batches = data.PackedBatches(tokens, T, args.batch_size, seed=args.seed)
     rng = np.random.default_rng(args.seed)
     if state is None:
@@ -467,14 +469,14 @@ def run(args, given):
         (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
         if args.steps is not None:
             state["total_steps"] = args.steps
-    opt = AdamW(model.params, lr=args.lr, betas=(0.9, 0.999), eps=1e-6, weight_decay=args.weight_decay)
+    opt = AdamW(model.params, lr=args.lr, betas=(0.9, args.beta2), eps=1e-6, weight_decay=args.weight_decay)
     if args.resume:
         opt.load_state_dict(opt_state)
     workers = Workers(min(args.threads, args.batch_size), max(1, args.threads // min(args.threads, args.batch_size)))
     print(f"config: {config.to_json()}")
     print(f"recipe: {json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in ('benchmark',)})}")
     print(f"{model.num_params():,} params | {len(tokens):,} training tokens | held-out {n_eval} x "
-          f"{args.batch_size} x {T} rows, {sum(int((l != -100).sum()) for _, l in eval_set):,} masked tokens | "
+          f"{EVAL_ROWS} x {T} rows, {sum(int((l != -100).sum()) for _, l in eval_set):,} masked tokens | "
           f"{workers.n} threads")
 
     budget_s = None if args.time_budget is None else 60.0 * args.time_budget
@@ -526,7 +528,8 @@ def run(args, given):
             if args.stop_at is not None and state["step"] >= args.stop_at:
                 break
             step = state["step"]
-            lr = lr_at(step, args.lr, args.warmup, total_steps(), args.schedule, args.min_lr)
+            warmup = args.warmup if args.warmup_frac is None else max(1, int(args.warmup_frac * total_steps()))
+            lr = lr_at(step, args.lr, warmup, total_steps(), args.schedule, args.min_lr)
             n_shards = workers.n
             micro = [make_micro_batch(batches.next_batch(), rng, tok_info, args, n_shards)
                      for _ in range(args.accum)]
@@ -819,6 +822,8 @@ def build_parser(suppress=False):
              "onto [CLS]/[SEP]; watch attn_entropy in metrics.jsonl)")
     add("--min-lr", type=float, default=0.0, help="floor of the decay")
     add("--warmup", type=int, default=300, help="linear warmup steps")
+    add("--warmup-frac", type=float, default=None, help="warmup as a fraction of the schedule (overrides --warmup)")
+    add("--beta2", type=float, default=0.999, help="AdamW's second-moment decay")
     add("--schedule", default="linear", choices=["linear", "cosine", "constant"])
     add("--weight-decay", type=float, default=0.01)
     add("--clip", type=float, default=1.0, help="global gradient-norm clip (0 = off)")
@@ -828,7 +833,7 @@ def build_parser(suppress=False):
         help="hidden and attention dropout during pretraining (default 0: nothing overfits in a run this short, "
              "as in Cramming BERT, and the masks cost time and memory); the saved config records it")
     add("--eval-every", type=int, default=500)
-    add("--eval-batches", type=int, default=64, help="held-out batches of batch-size rows")
+    add("--eval-batches", type=int, default=64, help="held-out batches of 32 rows (64: 2,048 rows, ~19K masked tokens)")
     add("--save-every", type=int, default=1000)
     add("--log-every", type=int, default=10, help="steps per metrics.jsonl line (loss averaged over them)")
     add("--seed", type=int, default=0)
