@@ -452,6 +452,8 @@ def run(args, given):
     rng = np.random.default_rng(args.seed)
     if state is None:
         model = MiniBERT(config, seed=args.seed)
+        if args.bias_init == "unigram":                             # decoder bias = log prior of the labels
+            model.params["mlm.bias"][...] = mlm.log_prior(tokens, tok.vocab_size, tok_info["special_ids"])
         state = {"step": 0, "tokens": 0, "elapsed_s": 0.0, "train_s": 0.0, "best_val_loss": None,
                  "total_steps": args.steps, "files": files}
         out.mkdir(parents=True, exist_ok=True)
@@ -829,6 +831,8 @@ def build_parser(suppress=False):
     add("--clip", type=float, default=1.0, help="global gradient-norm clip (0 = off)")
     add("--mask-prob", type=float, default=0.15)
     add("--whole-word-mask", action="store_true", default=False)
+    add("--bias-init", default="zero", choices=["unigram", "zero"],
+        help="start the MLM decoder bias at the log unigram prior of the corpus (mlm.log_prior) or at 0")
     add("--dropout", type=float, default=0.0,
         help="hidden and attention dropout during pretraining (default 0: nothing overfits in a run this short, "
              "as in Cramming BERT, and the masks cost time and memory); the saved config records it")

@@ -1,0 +1,254 @@
+"""The recipe study of the default pretraining run, and the cross-check of our training loop against PyTorch.
+
+A recipe (batch size, learning rate, warmup, masking rate, decay) is judged by what a held-out set says after
+a fixed amount of this machine's time, so every study run is `train.py` with a 10-minute budget on one core
+(two run side by side on a 2-core machine, under the same load) and the same held-out set (2,048 rows of
+wiki.valid masked at 15% with a fixed seed, whatever the run trains with). The schedule of each run ends
+with its budget, as the default run's does.
+
+Usage:
+    python study.py list                                 # the named runs and their train.py flags
+    python study.py run b32_lr5e-4 b128_lr2e-3 --jobs 2  # run some (logs in runs/study/<name>.log)
+    python study.py plot runs/study/* --out figures/recipe_study.png     # held-out curves in one figure
+    python study.py torch --steps 1000 --out runs/torch_vs_numpy         # ours vs the PyTorch twin
+
+`torch` trains three models for the same steps on one thread each: ours and tests/torch_bert.py's
+PyTorch twin from the same init, on the same batches, masks and schedule (the only difference is the
+arithmetic of two float32 implementations), and ours from another seed (another init, data order and
+masks: the seed noise that the gap between the first two must stay within).
+
+Expect: `plot` writes one PNG (held-out loss and accuracy against minutes and against tokens);
+`torch` ends with a line `torch vs ours: max |held-out loss gap| ... | seed noise (ours, seed 0 vs 1) ...`.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent
+COMMON = ["--threads", "1", "--batch-size", "8", "--time-budget", "10", "--eval-batches", "64", "--no-plots", "--quiet"]
+
+# name -> train.py flags on top of COMMON. Logical batch = 8 x accum rows of 64 tokens; evaluations every
+# ~400K training tokens (eval-every = 6,400 rows / logical batch).
+STUDY = {
+    "b32_lr5e-4": ["--accum", "4", "--lr", "5e-4", "--warmup", "300"],                       # the old default
+    "b32_lr5e-4_prior": ["--accum", "4", "--lr", "5e-4", "--warmup", "300", "--bias-init", "unigram"],
+    "b128_lr2e-3_prior": ["--accum", "16", "--lr", "2e-3", "--warmup-frac", "0.1", "--beta2", "0.98",
+                          "--bias-init", "unigram"],
+    "b32_lr1e-3_prior": ["--accum", "4", "--lr", "1e-3", "--warmup-frac", "0.1", "--beta2", "0.98",
+                         "--bias-init", "unigram"],
+    "b32_lr5e-4_prior_mask40": ["--accum", "4", "--lr", "5e-4", "--warmup", "300", "--bias-init", "unigram",
+                                "--mask-prob", "0.4"],
+}
+
+
+def eval_every(flags):
+    accum = int(flags[flags.index("--accum") + 1]) if "--accum" in flags else 4
+    return str(max(10, 6400 // (8 * accum)))
+
+
+def cmd_list(args):
+    for name, flags in STUDY.items():
+        print(f"{name:24s} python train.py {' '.join(COMMON + flags)} --eval-every {eval_every(flags)} "
+              f"--out {args.out_dir}/{name}")
+
+
+def cmd_run(args):
+    """Run the named study runs, `jobs` at a time, each `python train.py ...` with its log in OUT_DIR/NAME.log."""
+    names = list(STUDY) if args.names == ["all"] else args.names
+    unknown = [n for n in names if n not in STUDY]
+    if unknown:
+        raise SystemExit(f"error: unknown study run(s) {', '.join(unknown)}; `python study.py list` shows the names.")
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pending, running = list(names), []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            name = pending.pop(0)
+            flags = COMMON + STUDY[name] + ["--eval-every", eval_every(STUDY[name]), "--out", str(out / name)]
+            log = open(out / f"{name}.log", "w", encoding="utf-8")
+            print(f"start {name}: python train.py {' '.join(flags)}")
+            running.append((name, subprocess.Popen([sys.executable, str(REPO / "train.py")] + flags,
+                                                   stdout=log, stderr=subprocess.STDOUT), log))
+        time.sleep(2)
+        for item in list(running):
+            name, proc, log = item
+            if proc.poll() is not None:
+                log.close()
+                running.remove(item)
+                last = (out / f"{name}.log").read_text(encoding="utf-8").strip().splitlines()[-1:]
+                print(f"end {name} (exit {proc.returncode}): {last[0] if last else ''}")
+
+
+def read_heldout(run_dir):
+    """The held-out records of a run's metrics.jsonl: (minutes, tokens, loss, acc) arrays."""
+    recs = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x]
+    val = [r for r in recs if "val_loss" in r]
+    tok = {r["step"]: r.get("tokens") for r in recs if "tokens" in r}
+    mins = {r["step"]: r.get("elapsed_s", 0.0) / 60 for r in recs if "elapsed_s" in r}
+    last_tok = max(tok.values()) if tok else 0
+    return (np.array([mins.get(r["step"], max(mins.values(), default=0.0)) for r in val]),
+            np.array([tok.get(r["step"], last_tok) for r in val]) / 1e6,
+            np.array([r["val_loss"] for r in val]), np.array([r["val_acc"] for r in val]))
+
+
+def cmd_plot(args):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    runs = [Path(d) for d in args.runs if (Path(d) / "metrics.jsonl").is_file()]
+    if not runs:
+        raise SystemExit("error: none of the given folders has a metrics.jsonl; give train.py --out folders.")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    rows = []
+    for i, d in enumerate(sorted(runs)):
+        mins, toks, loss, acc = read_heldout(d)
+        if not len(loss):
+            continue
+        style = dict(marker=".", lw=1.2, color=f"C{i % 10}", ls="-" if i < 10 else "--", label=d.name)
+        axes[0].plot(mins, loss, **style)
+        axes[1].plot(toks, loss, **style)
+        axes[2].plot(mins, acc, **style)
+        rows.append((float(loss[-1]), d.name, float(acc[-1]), float(mins[-1]), float(toks[-1])))
+    axes[0].set(xlabel="minutes of training (1 core)", ylabel="held-out MLM loss (nats)", title="loss vs time")
+    axes[1].set(xlabel="training tokens (M)", ylabel="held-out MLM loss (nats)", title="loss vs tokens")
+    axes[2].set(xlabel="minutes of training (1 core)", ylabel="held-out MLM accuracy", title="accuracy vs time")
+    for a in axes:
+        a.grid(alpha=0.3)
+    lo = min(r[0] for r in rows)
+    for a in axes[:2]:
+        a.set_ylim(lo - 0.2, min(7.3, lo + 2.0))
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=90)
+    print(f"{'run':24s} | final held-out loss | accuracy | minutes | tokens")
+    for loss, name, acc, mins, toks in sorted(rows):
+        print(f"{name:24s} | {loss:.4f} | {acc:.4f} | {mins:.1f} | {toks:.1f}M")
+    print(f"wrote {args.out}")
+
+
+def cmd_torch(args):
+    """Ours and the PyTorch twin from the same init on the same batches, masks and schedule; ours from seed 1."""
+    try:
+        import torch
+    except ImportError:
+        raise SystemExit("error: `study.py torch` needs PyTorch: pip install torch==2.13.0 (CPU is enough).")
+    sys.path.insert(0, str(REPO / "tests"))
+    import data
+    import mlm
+    import torch_bert
+    import train
+    from config import get_config
+    from model import MiniBERT
+    from optimizer import AdamW, lr_at
+    from tqdm import tqdm
+    torch.set_num_threads(1)
+    ns = argparse.Namespace(corpus=None, data_dir=None, valid=None, cache_dir=args.cache_dir, vocab=None)
+    tok, tokens, valid, _ = train.load_data(ns, None, print)
+    config = get_config("mini", vocab_size=tok.vocab_size)
+    T, B, V = config.max_position_embeddings, args.batch_size, tok.vocab_size
+    specials = list(tok.special_ids)
+    eval_rng = np.random.default_rng(1234)
+    eval_set = [mlm.mask_tokens(b, eval_rng, V, specials, train.EVAL_MASK_PROB, mask_id=tok.mask_id)
+                for b in data.heldout_batches(valid, T, train.EVAL_ROWS, 64)]
+    workers = train.Workers(1, 1)
+    runs = {}
+    for name, seed in (("ours", 0), ("torch", 0), ("ours_seed1", 1)):
+        model = MiniBERT(config, seed=seed)
+        run = {"model": model, "batches": data.PackedBatches(tokens, T, B, seed=seed),
+               "rng": np.random.default_rng(seed), "log": []}
+        if name == "torch":
+            run["tm"] = torch_bert.make_torch_model(config, model.params)
+            run["opt"] = torch_bert.make_optimizer(run["tm"], lr=args.lr, weight_decay=0.01)
+            for g in run["opt"].param_groups:
+                g["betas"] = (0.9, args.beta2)
+        else:
+            run["opt"] = AdamW(model.params, lr=args.lr, betas=(0.9, args.beta2), eps=1e-6, weight_decay=0.01)
+        runs[name] = run
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    warmup = max(1, int(args.warmup_frac * args.steps))
+    for step in tqdm(range(args.steps + 1), desc="ours | torch | ours seed 1", unit="step"):
+        if step % args.eval_every == 0 or step == args.steps:
+            for name, run in runs.items():
+                model = run["model"]
+                if name == "torch":                                  # the torch weights, evaluated by our code
+                    model.params = {k.replace("__", "."): v.detach().numpy().copy() for k, v in run["tm"].p.items()}
+                ev = train.evaluate_mlm(model, eval_set, workers)
+                run["log"].append({"step": step, "tokens": step * B * T, **ev})
+            tqdm.write(f"step {step:5d} | held-out loss " + " | ".join(
+                f"{n} {r['log'][-1]['val_loss']:.4f}" for n, r in runs.items()))
+        if step == args.steps:
+            break
+        lr = lr_at(step, args.lr, warmup, args.steps, "linear")
+        for name, run in runs.items():
+            ids = run["batches"].next_batch()
+            input_ids, labels = mlm.mask_tokens(ids, run["rng"], V, specials, args.mask_prob, mask_id=tok.mask_id)
+            if name == "torch":
+                for g in run["opt"].param_groups:
+                    g["lr"] = lr
+                mask = labels != mlm.IGNORE_INDEX
+                torch_bert.train_step(run["tm"], run["opt"], input_ids, labels[mask], mlm_mask=mask,
+                                      max_grad_norm=args.clip)
+            else:
+                train.train_step(run["model"], run["opt"], [[(input_ids, labels, 0)]], lr, args.clip, workers)
+    for name, run in runs.items():
+        (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run["log"]), encoding="utf-8")
+    curves = {n: np.array([r["val_loss"] for r in run["log"]]) for n, run in runs.items()}
+    steps = [r["step"] for r in runs["ours"]["log"]]
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for n, c in curves.items():
+        a1.plot(steps, c, ".-", label=n)
+    a1.set(xlabel="step", ylabel="held-out MLM loss (nats)", title=f"ours vs PyTorch, B={B}, lr {args.lr:g}")
+    a1.legend()
+    a2.plot(steps, curves["torch"] - curves["ours"], ".-", label="torch - ours (same seed)")
+    a2.plot(steps, curves["ours_seed1"] - curves["ours"], ".-", label="ours seed 1 - ours seed 0")
+    a2.axhline(0, color="k", lw=0.5)
+    a2.set(xlabel="step", ylabel="held-out loss difference", title="implementation gap vs seed noise")
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(out / "torch_vs_numpy.png", dpi=90)
+    gap = float(np.abs(curves["torch"] - curves["ours"])[1:].max())
+    noise = float(np.abs(curves["ours_seed1"] - curves["ours"])[1:].max())
+    print(f"wrote {out / 'torch_vs_numpy.png'}")
+    print(f"torch vs ours: max |held-out loss gap| {gap:.4f} over {args.steps} steps (final {curves['ours'][-1]:.4f} "
+          f"vs {curves['torch'][-1]:.4f}) | seed noise (ours, seed 0 vs 1) max {noise:.4f}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Recipe study runs, their curves in one plot, and ours vs PyTorch.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("list", help="the named study runs")
+    s.add_argument("--out-dir", default="runs/study")
+    s = sub.add_parser("run", help="run named study runs (or `all`)")
+    s.add_argument("names", nargs="+")
+    s.add_argument("--jobs", type=int, default=2, help="runs at a time (one core each)")
+    s.add_argument("--out-dir", default="runs/study")
+    s = sub.add_parser("plot", help="held-out curves of several runs in one PNG")
+    s.add_argument("runs", nargs="+", help="train.py --out folders")
+    s.add_argument("--out", default="figures/recipe_study.png")
+    s = sub.add_parser("torch", help="ours vs the PyTorch twin, same init, batches, masks and schedule")
+    s.add_argument("--steps", type=int, default=1000)
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--lr", type=float, default=5e-4)
+    s.add_argument("--warmup-frac", type=float, default=0.1)
+    s.add_argument("--beta2", type=float, default=0.999)
+    s.add_argument("--mask-prob", type=float, default=0.15)
+    s.add_argument("--clip", type=float, default=1.0)
+    s.add_argument("--eval-every", type=int, default=100)
+    s.add_argument("--cache-dir", default=None, help="where the vocab and token files are (default data/)")
+    s.add_argument("--out", default="runs/torch_vs_numpy")
+    args = p.parse_args(argv)
+    {"list": cmd_list, "run": cmd_run, "plot": cmd_plot, "torch": cmd_torch}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
