@@ -1,11 +1,18 @@
-"""Masked language modelling: the loss (and its gradient) and BERT's 80/10/10 token masking.
+"""Masked language modelling: the loss (and its gradient), BERT's 80/10/10 token masking, and fill-mask.
 
 Usage:
     python mlm.py            # a tiny demo: masks a random batch and prints the loss of uniform logits
+    python mlm.py --checkpoint runs/mini "the capital of france is [MASK] ."    # the top 5 pieces per [MASK]
+    python mlm.py --checkpoint runs/mini --top-k 10 "he [MASK] to the store ." "she was [MASK] in 1950 ."
 
-Expect: the loss of uniform logits equals ln(V) exactly.
+Expect: the loss of uniform logits equals ln(V) exactly. With --checkpoint: the pieces of the input (a
+literal [MASK] stays one token), then for each [MASK] its top-k pieces with their probabilities, highest
+first; LEARNING.md (phase 5) shows the output of the default run.
 """
 import argparse
+import json
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -120,11 +127,36 @@ def mask_tokens(ids, rng, vocab_size, special_ids, mask_prob=0.15, whole_word=Fa
     return input_ids.reshape(shape), labels.reshape(shape)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description="Tiny demo of the MLM loss.")
-    p.add_argument("--vocab-size", type=int, default=13)
-    args = p.parse_args(argv)
-    V = args.vocab_size
+# ---- fill-mask ----
+
+def fill_mask(model, tok, text, top_k=5):
+    """p = softmax(logits at each [MASK] of text); its top_k pieces. All the [MASK]s are predicted in one
+    forward (eval mode), each one seeing the others as [MASK].
+    -> (ids of the input with [CLS]/[SEP], [(position, [(piece, probability)] * top_k)] per [MASK])"""
+    ids = tok.encode_keep_special(text)
+    T = model.config.max_position_embeddings
+    if tok.mask_id not in ids:
+        hint = " (write it in capitals, with its brackets)" if "[mask]" in text.lower() else ""
+        raise ValueError(f"no [MASK] in {text!r}{hint}; put [MASK] where a piece should be predicted, "
+                         f"e.g. \"the capital of france is [MASK] .\"")
+    if len(ids) > T:
+        raise ValueError(f"the text is {len(ids)} pieces with [CLS]/[SEP] but the model reads at most T={T}; "
+                         f"shorten it.")
+    ids = np.array([ids])                                           # (1, T')
+    mlm_mask = ids == tok.mask_id                                   # (1, T')
+    logits, _ = model.forward(ids, mlm_mask=mlm_mask)               # (N, V): the [MASK] rows only
+    z = logits.astype(np.float64)
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)                              # (N, V) softmax over the vocabulary
+    results = []
+    for pos, row in zip(np.flatnonzero(mlm_mask[0]), p):
+        top = np.argsort(-row, kind="stable")[:top_k]               # (top_k,) highest first
+        results.append((int(pos), [(tok.ids_to_tokens[i], float(row[i])) for i in top]))
+    return ids[0].tolist(), results
+
+
+def demo(V):
+    """The tiny demo of `python mlm.py`: 80/10/10 masking of a random row, and the loss of uniform logits."""
     rng = np.random.default_rng(0)
     ids = rng.integers(5, V, size=(2, 12))                      # (B, T) a packed-like batch
     ids[:, 0], ids[:, -1] = 2, 3                                # [CLS] ... [SEP]
@@ -134,6 +166,59 @@ def main(argv=None):
     loss, dlogits = mlm_loss(np.zeros((2, 12, V)), labels)
     print(f"uniform logits over V={V}: loss {loss:.6f} | ln(V) {np.log(V):.6f} | dlogits {dlogits.shape}")
 
+
+def fail(msg):
+    """One line naming the problem and the fix, then exit (no traceback)."""
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Tiny demo of the MLM loss; with --checkpoint, fill in the [MASK]s "
+                                            "of a sentence with a trained model.")
+    p.add_argument("text", nargs="*", help='with --checkpoint: sentences holding [MASK], '
+                                           'e.g. "the capital of france is [MASK] ."')
+    p.add_argument("--checkpoint", default=None, help="run folder written by train.py (e.g. runs/mini) or a .npz")
+    p.add_argument("--vocab", default=None, help="vocab.txt (default: the one found for the checkpoint)")
+    p.add_argument("--top-k", type=int, default=5, help="pieces to show per [MASK]")
+    p.add_argument("--vocab-size", type=int, default=13, help="the demo without --checkpoint: V of its batch")
+    args = p.parse_args(argv)
+    if args.checkpoint is None:
+        if args.text:
+            fail("a text needs a model: add --checkpoint runs/mini (the folder train.py wrote) before it.")
+        demo(args.vocab_size)
+        return None
+    if not args.text:
+        fail('--checkpoint needs a text with [MASK], e.g. "the capital of france is [MASK] ."')
+    if args.top_k < 1:
+        fail(f"--top-k must be at least 1, got {args.top_k}.")
+    from evaluate import load_checkpoint                            # finds the checkpoint and its vocab
+    ckpt = Path(args.checkpoint)
+    run_json = (ckpt if ckpt.is_dir() else ckpt.parent) / "run.json"    # train.py records its vocab there
+    try:
+        run = json.loads(run_json.read_text(encoding="utf-8")) if run_json.is_file() else {}
+    except (OSError, ValueError):                                   # unreadable: find the vocab as evaluate does
+        run = {}
+    vocab = args.vocab
+    if vocab is None and Path(run.get("vocab_file") or "").is_file():
+        vocab = run["vocab_file"]
+    model, tok, info = load_checkpoint(args.checkpoint, vocab)
+    if run.get("vocab_hash") and run["vocab_hash"] != tok.vocab_hash():
+        fail(f"vocab {info['vocab']} is not the one {info['checkpoint']} was trained with (run.json records "
+             f"another hash); pass --vocab the vocab.txt used for training.")
+    try:
+        out = [(text,) + fill_mask(model, tok, text, args.top_k) for text in args.text]
+    except ValueError as e:
+        fail(str(e))
+    c = model.config
+    print(f"checkpoint {info['checkpoint']} | {c.num_hidden_layers} layers, H={c.hidden_size}, V={c.vocab_size}")
+    for text, ids, results in out:
+        print("input: " + " ".join(tok.ids_to_tokens[i] for i in ids))
+        for k, (pos, top) in enumerate(results, 1):
+            print(f"[MASK] {k} of {len(results)} (position {pos}):")
+            for rank, (piece, prob) in enumerate(top, 1):
+                print(f"  {rank}. {piece:<16} {prob:.4f}")
+    return [results for _, _, results in out]
 
 if __name__ == "__main__":
     main()

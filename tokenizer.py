@@ -55,6 +55,7 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]   # ids 0..4, fi
 MAX_INPUT_CHARS_PER_WORD = 100      # BERT: a longer word becomes [UNK]
 DEFAULT_VOCAB = Path(__file__).resolve().parent / "data" / "vocab-8192.txt"
 CACHE_LIMIT = 1_000_000             # entries per cache (text chunk -> ids); ~200 bytes each
+_SPECIAL_SPLIT = re.compile("(" + "|".join(map(re.escape, SPECIAL_TOKENS)) + ")")   # encode_keep_special
 
 
 # ---- character classes (BERT tokenization.py: _is_whitespace, _is_control, _is_punctuation) ----
@@ -274,6 +275,16 @@ class WordPieceTokenizer:
     def encode(self, text, add_special_tokens=True):
         """text -> [CLS] ids [SEP] (or just the ids)."""
         ids = self._ids(text)
+        return [self.cls_id] + ids + [self.sep_id] if add_special_tokens else ids
+
+    def encode_keep_special(self, text, add_special_tokens=True):
+        """Like encode, but a special token written in the text ([MASK], [SEP], ...: exactly, upper case)
+        stays one token, as in Hugging Face's BertTokenizer: 'is [MASK].' -> is [MASK] . where encode gives
+        is [ mas ##k ] . (8K vocab). For typed input such as the fill-mask demo (mlm.py --checkpoint); the
+        corpus path, encode, treats brackets as plain punctuation."""
+        ids = []
+        for i, part in enumerate(_SPECIAL_SPLIT.split(text)):
+            ids.extend([self.vocab[part]] if i % 2 else self._ids(part))   # odd parts: the specials
         return [self.cls_id] + ids + [self.sep_id] if add_special_tokens else ids
 
     def encode_words(self, words, add_special_tokens=True):

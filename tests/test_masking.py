@@ -1,9 +1,17 @@
 """mlm.mask_tokens: BERT's 80/10/10 proportions (statistically), specials and padding never selected,
-whole words masked together, fresh masks per call; mlm.word_ids_from_ids on packed rows."""
+whole words masked together, fresh masks per call; mlm.word_ids_from_ids on packed rows; the fill-mask
+demo (mlm.fill_mask, `python mlm.py --checkpoint`) on a tiny checkpoint, and its one-line errors."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+import mlm
+from config import get_config
 from mlm import IGNORE_INDEX, mask_tokens, word_ids_from_ids
+from model import MiniBERT
+from tokenizer import WordPieceTokenizer
 
 V = 50
 SPECIALS = [0, 1, 2, 3, 4]          # [PAD] [UNK] [CLS] [SEP] [MASK]
@@ -113,3 +121,93 @@ def test_whole_word_masks_all_pieces_together():
 def test_whole_word_needs_word_ids():
     with pytest.raises(ValueError, match="word_ids"):
         mask_tokens(np.array([[2, 7, 3]]), np.random.default_rng(0), V, SPECIALS, whole_word=True)
+
+
+# ---- fill-mask ----
+
+FIX = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    """A tiny random checkpoint + its vocab + a run.json with the vocab's hash, as train.py writes them."""
+    tok = WordPieceTokenizer(FIX.joinpath("eval_vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+                             + ["capital", "of", "france", "paris"])
+    run = tmp_path / "run"
+    run.mkdir()
+    tok.save(run / "vocab.txt")
+    MiniBERT(get_config("tiny", vocab_size=tok.vocab_size, max_position_embeddings=12), seed=0).save(run / "best.npz")
+    (run / "run.json").write_text(json.dumps({"vocab_file": str(run / "vocab.txt"), "vocab_hash": tok.vocab_hash()}),
+                                  encoding="utf-8")
+    return run, tok
+
+
+def test_fill_mask_gives_the_softmax_at_each_mask(tiny_ckpt):
+    run, tok = tiny_ckpt
+    model = MiniBERT.load(run / "best.npz")
+    ids, results = mlm.fill_mask(model, tok, "the capital of france is [MASK] , [MASK] .", top_k=4)
+    assert [tok.ids_to_tokens[i] for i in ids] == ["[CLS]", "the", "capital", "of", "france", "is", "[MASK]",
+                                                   "[UNK]", "[MASK]", ".", "[SEP]"]   # [MASK] kept whole
+    logits, _ = model.forward(np.array([ids]))                      # all positions, no mlm_mask path
+    z = logits[0].astype(np.float64)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    assert [pos for pos, _ in results] == [6, 8]
+    for pos, top in results:
+        assert len(top) == 4
+        probs = [q for _, q in top]
+        assert probs == sorted(probs, reverse=True)
+        best = np.argsort(-p[pos])[:4]
+        assert [piece for piece, _ in top] == [tok.ids_to_tokens[i] for i in best]
+        np.testing.assert_allclose(probs, p[pos, best], rtol=1e-5)
+
+
+def test_fill_mask_command_prints_top_k_per_mask(tiny_ckpt, capsys):
+    run, _ = tiny_ckpt
+    mlm.main(["--checkpoint", str(run), "--top-k", "3", "the cat [MASK] on the [MASK] ."])
+    lines = capsys.readouterr().out.splitlines()
+    pieces = set((run / "vocab.txt").read_text(encoding="utf-8").split())
+    assert lines[0].startswith(f"checkpoint {run / 'best.npz'} | 2 layers")
+    assert lines[1] == "input: [CLS] the cat [MASK] on the [MASK] . [SEP]"
+    assert lines[2] == "[MASK] 1 of 2 (position 3):" and lines[6] == "[MASK] 2 of 2 (position 6):"
+    for line in lines[3:6] + lines[7:10]:
+        rank, piece, prob = line.split()
+        assert rank in ("1.", "2.", "3.") and piece in pieces and 0.0 < float(prob) < 1.0
+    assert len(lines) == 10
+
+
+@pytest.mark.parametrize("case, needle", [("no_mask", "no [MASK]"), ("lower_case", "capitals"),
+                                          ("no_checkpoint", "--checkpoint"), ("vocab_size", "--vocab"),
+                                          ("vocab_hash", "--vocab"), ("too_long", "shorten"), ("no_text", "[MASK]"),
+                                          ("top_k", "--top-k")])
+def test_fill_mask_errors_are_one_line(tiny_ckpt, tmp_path, capsys, case, needle):
+    run, tok = tiny_ckpt
+    argv = ["--checkpoint", str(run), "the cat [MASK] ."]
+    if case == "no_mask":
+        argv[-1] = "the cat sat ."
+    elif case == "lower_case":
+        argv[-1] = "the cat [mask] ."
+    elif case == "no_checkpoint":
+        argv[1] = str(tmp_path / "nowhere")
+    elif case == "vocab_size":
+        (tmp_path / "big.txt").write_text("\n".join(tok.ids_to_tokens + ["extra"]) + "\n", encoding="utf-8")
+        argv += ["--vocab", str(tmp_path / "big.txt")]
+    elif case == "vocab_hash":                                       # same size, another vocab
+        (tmp_path / "other.txt").write_text("\n".join(tok.ids_to_tokens[:-1] + ["london"]) + "\n", encoding="utf-8")
+        argv += ["--vocab", str(tmp_path / "other.txt")]
+    elif case == "too_long":
+        argv[-1] = "the cat " * 6 + "[MASK]"
+    elif case == "no_text":
+        argv = argv[:2]
+    else:
+        argv += ["--top-k", "0"]
+    with pytest.raises(SystemExit):
+        mlm.main(argv)
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0] and captured.out == ""
+
+
+def test_plain_demo_still_runs(capsys):
+    mlm.main([])
+    assert "loss 2.564949 | ln(V) 2.564949" in capsys.readouterr().out

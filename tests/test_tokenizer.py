@@ -161,6 +161,19 @@ def test_train_merges_frequent_words():
     assert "the" in tok.vocab and tok.tokenize("the cat") == ["the", "cat"]
 
 
+@pytest.mark.parametrize("text, pieces", [
+    ("the cat [MASK] .", ["the", "cat", "[MASK]", "."]),
+    ("cat[MASK].[MASK]", ["cat", "[MASK]", ".", "[MASK]"]),            # no spaces needed around it
+    ("[SEP] the [UNK]", ["[SEP]", "the", "[UNK]"]),                    # every special, not only [MASK]
+    ("the [mask]", ["the", "[UNK]", "[UNK]", "[UNK]"]),                # upper case only: [ mask ] (not in vocab)
+])
+def test_encode_keep_special_keeps_literal_specials_whole(tok, text, pieces):
+    ids = tok.encode_keep_special(text)
+    assert [tok.ids_to_tokens[i] for i in ids] == ["[CLS]"] + pieces + ["[SEP]"]
+    assert tok.encode_keep_special(text, add_special_tokens=False) == ids[1:-1]
+    assert tok.encode_keep_special("the cat .") == tok.encode("the cat .")    # no special: same as encode
+
+
 # ---- exact agreement with Hugging Face (optional) ----
 
 def test_same_ids_as_hf_on_fixture(trained, tmp_path):
@@ -170,6 +183,8 @@ def test_same_ids_as_hf_on_fixture(trained, tmp_path):
     hf = transformers.BertTokenizer(str(path), do_lower_case=True)
     for line in sample_lines() + ["a" * 101, "", "unwanted\x00 runn\x07ing"]:
         assert trained.encode(line) == hf.encode(line), repr(line)
+    for line in ["the [MASK] sat.", "is[MASK],[MASK] [SEP]x", "[mask] [MASK]"]:   # HF keeps its specials whole
+        assert trained.encode_keep_special(line) == hf.encode(line), repr(line)
     words = ["Crème", "brûlée,", "東京", "isn't"]
     ids, word_ids = trained.encode_words(words)
     assert ids == hf(words, is_split_into_words=True)["input_ids"]
