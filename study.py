@@ -41,6 +41,15 @@ STUDY = {
                           "--bias-init", "unigram"],
     "b32_lr1e-3_prior": ["--accum", "4", "--lr", "1e-3", "--warmup-frac", "0.1", "--beta2", "0.98",
                          "--bias-init", "unigram"],
+    "b128_lr2e-3_prior_sin": ["--accum", "16", "--lr", "2e-3", "--warmup-frac", "0.1", "--beta2", "0.98",
+                              "--bias-init", "unigram", "--pos-init", "sinusoidal"],
+    "b128_lr2e-3_prior_sin_mask30": ["--accum", "16", "--lr", "2e-3", "--warmup-frac", "0.1", "--beta2", "0.98",
+                                     "--bias-init", "unigram", "--pos-init", "sinusoidal", "--mask-prob", "0.3"],
+    "b128_lr2e-3_prior_sin_mask30_qk": ["--accum", "16", "--lr", "2e-3", "--warmup-frac", "0.1", "--beta2", "0.98",
+                                        "--bias-init", "unigram", "--pos-init", "sinusoidal", "--mask-prob", "0.3",
+                                        "--qk-std", "0.072"],
+    "b256_lr3e-3_prior_sin": ["--accum", "32", "--lr", "3e-3", "--warmup-frac", "0.1", "--beta2", "0.98",
+                              "--bias-init", "unigram", "--pos-init", "sinusoidal"],
     "b32_lr5e-4_prior_mask40": ["--accum", "4", "--lr", "5e-4", "--warmup", "300", "--bias-init", "unigram",
                                 "--mask-prob", "0.4"],
 }
@@ -160,6 +169,7 @@ def cmd_torch(args):
     runs = {}
     for name, seed in (("ours", 0), ("torch", 0), ("ours_seed1", 1)):
         model = MiniBERT(config, seed=seed)
+        train.init_recipe(model, args, tokens, specials)            # the recipe's init, before torch copies it
         run = {"model": model, "batches": data.PackedBatches(tokens, T, B, seed=seed),
                "rng": np.random.default_rng(seed), "log": []}
         if name == "torch":
@@ -196,7 +206,9 @@ def cmd_torch(args):
                 torch_bert.train_step(run["tm"], run["opt"], input_ids, labels[mask], mlm_mask=mask,
                                       max_grad_norm=args.clip)
             else:
-                train.train_step(run["model"], run["opt"], [[(input_ids, labels, 0)]], lr, args.clip, workers)
+                m = args.micro_batch                                # accumulation, as train.py does it
+                micro = [[(input_ids[i:i + m], labels[i:i + m], 0)] for i in range(0, B, m)]
+                train.train_step(run["model"], run["opt"], micro, lr, args.clip, workers)
     for name, run in runs.items():
         (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run["log"]), encoding="utf-8")
     curves = {n: np.array([r["val_loss"] for r in run["log"]]) for n, run in runs.items()}
@@ -237,12 +249,16 @@ def main(argv=None):
     s.add_argument("--out", default="figures/recipe_study.png")
     s = sub.add_parser("torch", help="ours vs the PyTorch twin, same init, batches, masks and schedule")
     s.add_argument("--steps", type=int, default=1000)
-    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--batch-size", type=int, default=128, help="logical batch (rows)")
+    s.add_argument("--micro-batch", type=int, default=32, help="ours: rows per accumulated micro-batch")
     s.add_argument("--lr", type=float, default=5e-4)
     s.add_argument("--warmup-frac", type=float, default=0.1)
     s.add_argument("--beta2", type=float, default=0.999)
     s.add_argument("--mask-prob", type=float, default=0.15)
     s.add_argument("--clip", type=float, default=1.0)
+    s.add_argument("--bias-init", default="zero", choices=["unigram", "zero"])
+    s.add_argument("--pos-init", default="normal", choices=["normal", "sinusoidal"])
+    s.add_argument("--qk-std", type=float, default=None)
     s.add_argument("--eval-every", type=int, default=100)
     s.add_argument("--cache-dir", default=None, help="where the vocab and token files are (default data/)")
     s.add_argument("--out", default="runs/torch_vs_numpy")

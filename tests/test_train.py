@@ -40,7 +40,7 @@ def tiny_data(tmp_path_factory):
 def _args(d, out, *extra):
     return ["--preset", "tiny", "--corpus", str(d / "train.txt"), "--valid", str(d / "valid.txt"),
             "--vocab", str(d / "vocab.txt"), "--cache-dir", str(d / "cache"), "--out", str(out),
-            "--steps", "12", "--batch-size", "4", "--threads", "2", "--warmup", "3", "--lr", "1e-2",
+            "--steps", "12", "--batch-size", "4", "--accum", "2", "--threads", "2", "--warmup", "3", "--lr", "1e-2",
             "--dropout", "0.1", "--eval-every", "5", "--log-every", "1", "--eval-batches", "2", "--quiet", "--no-plots", *extra]
 
 
