@@ -126,6 +126,13 @@ def forward_flops(config, B, mask_prob=None):
             "MLM decoder t E^T": 2 * N * H * V}
 
 
+# ---- user errors ----
+
+class UserError(Exception):
+    """A mistake in the command line or in the files it names (every script prints it as one line, no
+    traceback). It lives here, the bottom of the import order, so every module can raise it."""
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Print the parameter table, memory budget and FLOPs of a preset.")
     p.add_argument("--preset", default="mini", choices=sorted(PRESETS))

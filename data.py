@@ -1,5 +1,5 @@
-"""Data for Mini-BERT: find or download corpora, read them, tokenize a corpus into a uint16 .bin, and
-cut it into training batches (packed MLM rows; padded rows for SST-2 and POS).
+"""Data for Mini-BERT: read corpora, tokenize a corpus into a uint16 .bin, and cut it into training batches
+(packed MLM rows; padded rows for SST-2 and POS). Finding and downloading the files: download.py.
 
     text --(read_*)--> documents --(tokenizer, all cores)--> uint16 stream, [SEP] between documents
          --(PackedBatches)--> (B, T) rows [CLS] ... [SEP], no padding --(mlm.mask_tokens)--> MLM batch
@@ -23,17 +23,18 @@ import collections
 import gzip
 import hashlib
 import json
+import mmap
 import multiprocessing
 import os
 import re
 import sys
 import time
-import urllib.error
-import urllib.request
-import zipfile
 from pathlib import Path
 
 import numpy as np
+
+import download
+from config import UserError
 
 REPO = Path(__file__).resolve().parent
 CLS_ID, SEP_ID, PAD_ID = 2, 3, 0     # as in config.py / tokenizer.py
@@ -42,173 +43,6 @@ FORMAT_VERSION = 1                   # bump when the .bin layout changes (invali
 
 class DataFormatError(ValueError):
     """A malformed row in a data file; the message starts with 'file:line:'."""
-
-
-class DownloadError(RuntimeError):
-    """A download that failed (offline, bad checksum); the message is one line."""
-
-
-# ---- locations ----
-
-def default_data_dir():
-    """$MINIBERT_DATA_DIR, else ../shared/data (next to the repo) if it exists, else <repo>/data."""
-    env = os.environ.get("MINIBERT_DATA_DIR")
-    if env:
-        return Path(env)
-    shared = REPO.parent / "shared" / "data"
-    return shared if shared.is_dir() else REPO / "data"
-
-
-# default corpora in order of preference, relative to a data dir: (train, validation)
-DEFAULT_CORPORA = [
-    ("wiki_en_2015/wiki.train.txt.gz", "wiki_en_2015/wiki.valid.txt"),
-    ("wikitext-103-raw/wiki.train.raw", "wikitext-103-raw/wiki.valid.raw"),
-    ("wikitext-2-raw/wiki.train.raw", "wikitext-2-raw/wiki.valid.raw"),
-]
-
-
-def find_validation_file(corpus):
-    """The validation file next to a training corpus: 'train' -> 'valid' in the name, with or without
-    '.small' and '.gz' (wiki.train.txt.gz -> wiki.valid.txt). None if there is none."""
-    corpus = Path(corpus)
-    name = corpus.name
-    if "train" not in name:
-        return None
-    base = name.replace("train", "valid").replace(".small", "")
-    for cand in (base, base[:-3] if base.endswith(".gz") else base + ".gz"):
-        p = corpus.with_name(cand)
-        if p.is_file() and p.resolve() != corpus.resolve():
-            return p
-    return None
-
-
-def resolve_corpus(corpus=None, data_dir=None):
-    """(train_path, valid_path or None, one-line description) for train.py.
-    corpus given: that file, and its validation file if one sits next to it. Otherwise the first of
-    DEFAULT_CORPORA found in data_dir (default_data_dir()) or <repo>/data (where `download` puts files)."""
-    if corpus is not None:
-        train = Path(corpus)
-        if not train.is_file():
-            raise FileNotFoundError(f"corpus {train} does not exist.")
-        valid = find_validation_file(train)
-        return train, valid, f"corpus {train} (from --corpus), validation {valid or 'none found'}"
-    dirs = [Path(data_dir)] if data_dir is not None else [default_data_dir(), REPO / "data"]
-    for d in dirs:
-        for tr, va in DEFAULT_CORPORA:
-            if (d / tr).is_file():
-                valid = d / va if (d / va).is_file() else None
-                return d / tr, valid, f"corpus {d / tr} (default), validation {valid or 'none found'}"
-    raise FileNotFoundError(
-        f"no default corpus in {', '.join(str(d) for d in dirs)}; run `python data.py download wikitext-103` "
-        f"(needs internet) or pass --corpus FILE (plain text, one paragraph per line).")
-
-
-def prepared_paths(corpus, out_dir):
-    """Where prepare() writes a corpus: <out_dir>/<name>.bin and .json, name = file name without
-    .gz/.txt/.raw (wiki.train.txt.gz -> wiki.train)."""
-    name = Path(corpus).name
-    for ext in (".gz", ".txt", ".raw", ".tokens"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
-    return Path(out_dir) / f"{name}.bin", Path(out_dir) / f"{name}.json"
-
-
-# ---- downloads ----
-
-# name -> (folder inside data_dir, [(url, file name, "sha256:..."/"md5:..." or None)], zip members to extract)
-# Checksums: UD from the files themselves (r2.16, see ../shared/data/README.md); the zips' md5 as published
-# by torchtext (SST-2) and in common WikiText download scripts. UD train has no published hash we trust.
-DATASETS = {
-    "wikitext-103": ("wikitext-103-raw",
-                     [("https://wikitext.smerity.com/wikitext-103-raw-v1.zip", "wikitext-103-raw-v1.zip",
-                       "md5:0ca3512bd7a238be4a63ce7b434f8935")],
-                     ["wiki.train.raw", "wiki.valid.raw", "wiki.test.raw"]),
-    "wikitext-2": ("wikitext-2-raw",
-                   [("https://wikitext.smerity.com/wikitext-2-raw-v1.zip", "wikitext-2-raw-v1.zip",
-                     "md5:f407a2d53283fc4a49bcff21bc5f3770")],
-                   ["wiki.train.raw", "wiki.valid.raw", "wiki.test.raw"]),
-    "sst2": ("sst2",
-             [("https://dl.fbaipublicfiles.com/glue/data/SST-2.zip", "SST-2.zip",
-               "md5:9f81648d4199384278b86e315dac217c")],
-             ["train.tsv", "dev.tsv", "test.tsv"]),
-    "ud-ewt": ("ud_english_ewt",
-               [("https://raw.githubusercontent.com/UniversalDependencies/UD_English-EWT/r2.16/"
-                 "en_ewt-ud-train.conllu", "en_ewt-ud-train.conllu", None),
-                ("https://raw.githubusercontent.com/UniversalDependencies/UD_English-EWT/r2.16/"
-                 "en_ewt-ud-dev.conllu", "en_ewt-ud-dev.conllu",
-                 "sha256:531a54ff90d6ab12201c5a50c3e78e6ddac4de69abc4bce5d275d3cd29efe2b6"),
-                ("https://raw.githubusercontent.com/UniversalDependencies/UD_English-EWT/r2.16/"
-                 "en_ewt-ud-test.conllu", "en_ewt-ud-test.conllu",
-                 "sha256:e266e515a0a7547657ed3d90d9ba46487d6bd251f27ad4269d4e8a427c8555cd")],
-               []),
-}
-
-
-def _fetch(url, dest, checksum, folder, timeout=30):
-    """Stream url to dest.part with a progress bar, check the checksum, then rename to dest."""
-    from tqdm import tqdm
-    algo, _, want = (checksum or "sha256:").partition(":")
-    h = hashlib.new(algo)
-    part = dest.with_name(dest.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
-            total = int(r.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
-                while chunk := r.read(1 << 20):
-                    f.write(chunk)
-                    h.update(chunk)
-                    bar.update(len(chunk))
-    except (urllib.error.URLError, OSError) as e:
-        part.unlink(missing_ok=True)
-        reason = getattr(e, "reason", None) or e
-        raise DownloadError(
-            f"could not download {url} ({reason}). If you are offline, put the file in {folder}/ yourself, "
-            f"or skip downloading and pass --corpus FILE (any plain-text corpus).") from None
-    if want and h.hexdigest() != want:
-        part.unlink(missing_ok=True)
-        raise DownloadError(f"{url}: {algo} is {h.hexdigest()}, expected {want}; the download is corrupt "
-                            f"or the file changed upstream (nothing was kept).")
-    os.replace(part, dest)
-
-
-def download(name, data_dir="data", base_url=None):
-    """Download dataset `name` (a key of DATASETS) into <data_dir>/<folder>/ and unzip what needs it.
-    Files already present are skipped. base_url replaces everything before a file's name in its URL
-    (for mirrors and for the tests' local server). Returns the folder."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}.")
-    sub, files, members = DATASETS[name]
-    folder = Path(data_dir) / sub
-    folder.mkdir(parents=True, exist_ok=True)
-    for url, fname, checksum in files:
-        if base_url:
-            url = base_url.rstrip("/") + "/" + url.rsplit("/", 1)[1]
-        dest = folder / fname
-        wanted = [folder / m for m in members] if fname.endswith(".zip") else [dest]
-        if all(p.is_file() for p in wanted):
-            print(f"{name}: {', '.join(p.name for p in wanted)} already in {folder}, skipped")
-            continue
-        if not dest.is_file():
-            print(f"{name}: downloading {url}")
-            try:
-                _fetch(url, dest, checksum, folder)
-            except DownloadError:
-                if not any(folder.iterdir()):
-                    folder.rmdir()                     # leave no empty folder behind
-                raise
-        if fname.endswith(".zip"):
-            with zipfile.ZipFile(dest) as z:
-                for info in z.infolist():
-                    base = info.filename.rsplit("/", 1)[-1]
-                    if base in members and not (folder / base).is_file():
-                        tmp = folder / (base + ".part")
-                        tmp.write_bytes(z.read(info))
-                        os.replace(tmp, folder / base)
-            missing = [m for m in members if not (folder / m).is_file()]
-            if missing:
-                raise DownloadError(f"{dest} does not contain {missing}; delete it and download again.")
-    print(f"{name}: ready in {folder}")
-    return folder
 
 
 # ---- readers ----
@@ -353,6 +187,16 @@ def _encode_docs(docs):
     return np.array(out, dtype=np.uint16), n_words
 
 
+def prepared_paths(corpus, out_dir):
+    """Where prepare() writes a corpus: <out_dir>/<name>.bin and .json, name = file name without
+    .gz/.txt/.raw (wiki.train.txt.gz -> wiki.train)."""
+    name = Path(corpus).name
+    for ext in (".gz", ".txt", ".raw", ".tokens"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    return Path(out_dir) / f"{name}.bin", Path(out_dir) / f"{name}.json"
+
+
 def _file_sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -471,15 +315,46 @@ def prepare(corpus, vocab_file, out_dir, num_workers=None, docs_per_task=32, ver
     return {**meta, "bin": str(bin_path)}
 
 
-def resolve_and_prepare(corpus=None, vocab_file=None, out_dir="data", data_dir=None, num_workers=None):
-    """What train.py calls: resolve_corpus(corpus, data_dir), print which files it uses, prepare the corpus
-    and its validation file (cached). Returns (train_bin, valid_bin or None); with no validation file,
-    hold out the end of the training stream with holdout_split()."""
-    train, valid, desc = resolve_corpus(corpus, data_dir)
-    print(f"data: {desc}")
-    train_bin = prepare(train, vocab_file, out_dir, num_workers)["bin"]
-    valid_bin = prepare(valid, vocab_file, out_dir, num_workers)["bin"] if valid is not None else None
-    return Path(train_bin), (Path(valid_bin) if valid_bin else None)
+def load_corpus(corpus=None, valid=None, vocab=None, cache_dir=None, data_dir=None, log=print, num_workers=None):
+    """What train.py calls. Resolve the corpus (download.resolve_corpus; with no corpus given and none found,
+    download WikiText-103 into <repo>/data), get the vocab (vocab, default <cache_dir>/vocab-8192.txt; an
+    8192-piece one is trained on the corpus if the file is missing), and prepare the token files (cached in
+    cache_dir, default <repo>/data). -> (tokenizer, train tokens (memmap), validation tokens or None, info:
+    the files used). With no validation file, train.py holds out the end of the stream (holdout_split)."""
+    from tokenizer import WordPieceTokenizer
+    try:
+        train_path, valid_path, desc = download.resolve_corpus(corpus, data_dir)
+    except FileNotFoundError:
+        if corpus is not None:
+            raise
+        log("no default corpus found: downloading wikitext-103 into data/")
+        download.download("wikitext-103", REPO / "data")
+        train_path, valid_path, desc = download.resolve_corpus(None, REPO / "data")
+    if valid is not None:
+        valid_path = Path(valid)
+        if not valid_path.is_file():
+            raise UserError(f"validation file {valid_path} does not exist.")
+    log(desc)
+    cache = Path(cache_dir) if cache_dir else REPO / "data"
+    vocab_file = Path(vocab) if vocab else cache / "vocab-8192.txt"
+    if vocab_file.is_file():
+        tok = WordPieceTokenizer.load(vocab_file)
+        log(f"vocab {vocab_file} ({tok.vocab_size} tokens)")
+    else:
+        log(f"training an 8192-piece WordPiece vocab on {train_path} -> {vocab_file}")
+        paragraphs = (p for doc in read_documents(train_path) for p in doc)
+        tok = WordPieceTokenizer.train(paragraphs, vocab_size=8192)
+        vocab_file.parent.mkdir(parents=True, exist_ok=True)
+        tok.save(vocab_file)
+    meta = prepare(train_path, vocab_file, cache, num_workers)
+    tokens, _ = load_tokens(meta["bin"])
+    valid_tokens = None
+    if valid_path is not None:
+        vmeta = prepare(valid_path, vocab_file, cache, num_workers)
+        valid_tokens, _ = load_tokens(vmeta["bin"])
+    info = {"corpus": str(Path(train_path).resolve()), "valid": str(Path(valid_path).resolve()) if valid_path else None,
+            "vocab_file": str(vocab_file.resolve()), "vocab_hash": tok.vocab_hash()}
+    return tok, tokens, valid_tokens, info
 
 
 def holdout_split(tokens, n_heldout):
@@ -495,6 +370,14 @@ def load_tokens(bin_path):
     bin_path = Path(bin_path)
     meta = json.loads(bin_path.with_suffix(".json").read_text(encoding="utf-8"))
     return np.memmap(bin_path, dtype=np.uint16, mode="r"), meta
+
+
+def drop_resident_pages(tokens):
+    """Tell the kernel this process is done with the token file's pages read so far: they stay in the page
+    cache, but leave our RSS (random rows from a 100 MB memmap would otherwise all end up resident)."""
+    mm = getattr(tokens, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
 
 
 # ---- MLM batches: full-sentences packing ----
@@ -663,7 +546,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Mini-BERT data: download, prepare, inspect, stats, resolve.")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("download", help="download a dataset (needs internet)")
-    d.add_argument("name", choices=sorted(DATASETS))
+    d.add_argument("name", choices=sorted(download.DATASETS))
     d.add_argument("--data-dir", default="data")
     d.add_argument("--base-url", default=None, help="mirror to fetch the files from instead")
     q = sub.add_parser("prepare", help="tokenize a corpus into a uint16 .bin + .json (cached)")
@@ -686,7 +569,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         if args.cmd == "download":
-            download(args.name, args.data_dir, args.base_url)
+            download.download(args.name, args.data_dir, args.base_url)
         elif args.cmd == "prepare":
             prepare(args.corpus, args.vocab, args.out, args.num_workers)
         elif args.cmd == "inspect":
@@ -694,8 +577,8 @@ def main(argv=None):
         elif args.cmd == "stats":
             _cmd_stats(args)
         elif args.cmd == "resolve":
-            print(resolve_corpus(args.corpus, args.data_dir)[2])
-    except (DataFormatError, DownloadError, FileNotFoundError, ValueError) as e:
+            print(download.resolve_corpus(args.corpus, args.data_dir)[2])
+    except (DataFormatError, download.DownloadError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1)
 

@@ -26,11 +26,13 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent
+from checkpoint import load_checkpoint, random_init_like
+from config import UserError
+from download import dataset_path
+
 SENTENCES = ["The quick brown fox jumps over the lazy dog because it was bored.",
              "She said that the results of the experiment were surprising.",
              "In 1905, Einstein published four papers that changed physics."]
@@ -51,96 +53,6 @@ def fail(msg):
     """One clear line naming the problem and the fix, then exit."""
     print(f"error: {msg}", file=sys.stderr)
     raise SystemExit(2)
-
-
-# ---- finding things: checkpoint, vocab, datasets ----
-
-DATASETS = {  # name -> (candidate paths inside a data dir, fix)
-    "ud_ewt_train": (["ud_english_ewt/en_ewt-ud-train.conllu"], "python data.py download ud-ewt"),
-    "ud_ewt_dev": (["ud_english_ewt/en_ewt-ud-dev.conllu"], "python data.py download ud-ewt"),
-    "ud_ewt_test": (["ud_english_ewt/en_ewt-ud-test.conllu"], "python data.py download ud-ewt"),
-    "sst2_train": (["sst2/train.tsv"], "python data.py download sst2"),
-    "sst2_dev": (["sst2/dev.tsv"], "python data.py download sst2"),
-    "wiki_valid": (["wiki_en_2015/wiki.valid.txt", "wikitext-103-raw/wiki.valid.raw", "wikitext-2-raw/wiki.valid.raw"],
-                   "python data.py download wikitext-103"),
-}
-
-
-def dataset_path(name):
-    """First existing file for dataset `name` in data.default_data_dir() or <repo>/data, else fail()."""
-    from data import default_data_dir
-    dirs = list(dict.fromkeys([default_data_dir(), REPO / "data"]))
-    cands, fix = DATASETS[name]
-    for d in dirs:
-        for c in cands:
-            if (d / c).is_file():
-                return d / c
-    fail(f"dataset file {cands[0]} not found in {' or '.join(map(str, dirs))}; run `{fix}` "
-         f"(or set MINIBERT_DATA_DIR to the folder that holds it).")
-
-
-def find_checkpoint(path):
-    """A .npz file as given, or the best (else last) checkpoint of a train.py run folder."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    if not p.is_dir():
-        fail(f"checkpoint {p} does not exist; pass --checkpoint the run folder train.py wrote (e.g. runs/mini) "
-             f"or a .npz saved with MiniBERT.save.")
-    for name in ("best.npz", "last.npz"):                # what train.py writes (resume.npz adds the optimizer)
-        if (p / name).is_file():
-            return p / name
-    found = sorted((f for f in p.glob("*.npz") if f.name != "resume.npz"), key=lambda f: f.stat().st_mtime)
-    if not found:
-        fail(f"no .npz checkpoint in {p}; train one (python train.py --out {p}) or pass the .npz file itself.")
-    return found[-1]
-
-
-def find_vocab(run_dir, vocab_size, vocab=None):
-    """--vocab as given; else the one train.py recorded; else a vocab*.txt next to the run or in data/ whose
-    size matches the checkpoint."""
-    if vocab is not None:
-        if not Path(vocab).is_file():
-            fail(f"vocab {vocab} does not exist; pass --vocab the vocab.txt the model was trained with.")
-        return Path(vocab)
-    try:                                                   # the --vocab that train.py recorded in resume.npz
-        with np.load(run_dir / "resume.npz", allow_pickle=False) as f:
-            v = json.loads(str(f["__state__"])).get("args", {}).get("vocab")
-        if v and Path(v).is_file():
-            return Path(v)
-    except (OSError, ValueError, KeyError, AttributeError):
-        pass
-    cands = sorted(run_dir.glob("vocab*.txt")) + [REPO / "data" / "vocab-8192.txt"] + sorted((REPO / "data").glob("vocab*.txt"))
-    for c in cands:                                         # the first with the checkpoint's vocab size
-        if c.is_file() and sum(1 for _ in open(c, encoding="utf-8")) == vocab_size:
-            return c
-    fail(f"no vocab.txt of {vocab_size} tokens next to {run_dir} or in {REPO / 'data'}; pass --vocab the vocab "
-         f"the model was trained with.")
-
-
-def load_checkpoint(path, vocab=None):
-    """-> (model, tokenizer, info {checkpoint, run_dir, vocab}); any mismatch ends in one clear line."""
-    from model import MiniBERT
-    from tokenizer import WordPieceTokenizer
-    ckpt = find_checkpoint(path)
-    run_dir = ckpt.parent
-    try:
-        model = MiniBERT.load(ckpt)
-    except (ValueError, OSError, KeyError) as e:
-        fail(f"cannot load {ckpt} as a model ({str(e)[:160]}); pass best.npz or last.npz of a train.py run, "
-             f"or a file written by MiniBERT.save.")
-    vpath = find_vocab(run_dir, model.config.vocab_size, vocab)
-    tok = WordPieceTokenizer.load(vpath)
-    if tok.vocab_size != model.config.vocab_size:
-        fail(f"vocab {vpath} has {tok.vocab_size} tokens but {ckpt} was trained with vocab_size="
-             f"{model.config.vocab_size}; pass --vocab the vocab.txt used for training.")
-    return model, tok, {"checkpoint": ckpt, "run_dir": run_dir, "vocab": vpath}
-
-
-def random_init_like(model, seed=0):
-    """A fresh model of the same config: the control for everything pretraining is supposed to add."""
-    from model import MiniBERT
-    return MiniBERT(model.config, seed=1000 + seed)
 
 
 # ---- 1. held-out MLM ----
@@ -390,7 +302,11 @@ def main(argv=None):
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)      # progress lines appear at once in a redirected log
     t_start = now()
-    model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
+    try:
+        model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
+        valid = dataset_path("wiki_valid")
+    except UserError as e:
+        fail(str(e))
     cfg, run_dir = model.config, info["run_dir"]
     out = run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
@@ -404,7 +320,6 @@ def main(argv=None):
     commands = {"evaluate": "python evaluate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                 "overfit": f"python evaluate.py --checkpoint {args.checkpoint} --overfit_one_batch"}
     results, times = {}, {}
-    valid = dataset_path("wiki_valid")
     T = cfg.max_position_embeddings
     print(f"evaluating {info['checkpoint']} (vocab {info['vocab']}, {cfg.num_hidden_layers} layers, H="
           f"{cfg.hidden_size}, T={T}); {'quick' if q else 'full'} run, outputs in {out}")

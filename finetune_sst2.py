@@ -25,11 +25,16 @@ of train, 0.810 on the same 12,000 phrases; random init 0.791 +- 0.004; a barely
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from checkpoint import load_checkpoint, random_init_like
+from config import UserError
+from download import dataset_path
 
 
 # ---- classifier head: forward and backward side by side ----
@@ -202,7 +207,6 @@ def plot_curves(runs, path, title):
 
 
 def main(argv=None):
-    from evaluate import dataset_path, load_checkpoint, random_init_like
     p = argparse.ArgumentParser(description="Fine-tune Mini-BERT on SST-2 (and the BoW / random-init controls).")
     p.add_argument("--checkpoint", required=True, help="run folder written by train.py, or a .npz checkpoint")
     p.add_argument("--vocab", default=None, help="vocab.txt (default: found next to the checkpoint)")
@@ -221,12 +225,17 @@ def main(argv=None):
     args = p.parse_args(argv)
     t0 = time.time()
     from data import read_sst2
-    model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
+    try:
+        model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
+        train_path, dev_path = Path(args.train or dataset_path("sst2_train")), Path(args.dev or dataset_path("sst2_dev"))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
     T = model.config.max_position_embeddings
     out = Path(args.out) if args.out else info["run_dir"] / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    tr_s, tr_y = read_sst2(Path(args.train or dataset_path("sst2_train")))
-    dv_s, dv_y = read_sst2(Path(args.dev or dataset_path("sst2_dev")))
+    tr_s, tr_y = read_sst2(train_path)
+    dv_s, dv_y = read_sst2(dev_path)
     res = {"checkpoint": str(info["checkpoint"]), "init": "random" if args.random_init else "pretrained",
            "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "dropout": args.dropout,
            "train_total": len(tr_s)}

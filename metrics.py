@@ -1,5 +1,5 @@
 """Metrics and plots for looking inside Mini-BERT: MLM accuracy/perplexity, gradient norms, attention
-entropy, effective rank, token diversity, layer similarity (linear CKA), and four plot helpers.
+entropy, effective rank, token diversity, layer similarity (linear CKA), the plot helpers, and train.py's training curves (plot_training).
 
 Usage:
     python metrics.py --test        # every metric on a hand-computed case (and on a tiny model if model.py exists)
@@ -8,7 +8,9 @@ Expect: one line per metric, `name | got ... | want ... | ok`, then `metrics: 14
 """
 # B batch, T sequence, H hidden, A heads, L layers, V vocab, N rows (tokens or examples)
 import argparse
+import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +181,68 @@ def plot_weight_norms(steps, norms, path, title="weight norm per group over trai
     ax.set_xticks(list(x)); ax.set_xticklabels([str(s) for s in steps], fontsize=7)
     ax.set_xlabel("checkpoint"); ax.set_ylabel("||W||_F"); ax.set_title(title); ax.legend(fontsize=7)
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+
+def read_metrics(path, upto=None):
+    """The records of train.py's metrics.jsonl (those with step <= upto if given); [] if there is no file."""
+    if not path.is_file():
+        return []
+    recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in recs if upto is None or r["step"] <= upto]
+
+
+def plot_training(out, recs):
+    """train.py's PNGs in out, from its metrics.jsonl records: loss.png (train + held-out), heldout.png
+    (accuracy, perplexity), attention.png (held-out attention entropy), lr.png, grad_norm.png (per layer).
+    Each is drawn to a temp file and renamed, so a reader never sees half a PNG."""
+    plt = _plt()
+    train = [r for r in recs if "loss" in r]
+    val = [r for r in recs if "val_loss" in r]
+    if not train:
+        return
+    steps = [r["step"] for r in train]
+
+    def save(fig, name):
+        fig.tight_layout()
+        tmp = out / f".{name}.tmp.png"
+        fig.savefig(tmp, dpi=80)
+        plt.close(fig)
+        os.replace(tmp, out / name)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, [r["loss"] for r in train], lw=0.6, label="train (masked tokens)")
+    if val:
+        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="held-out")
+    ax.set(xlabel="step", ylabel="MLM loss (nats)", title="MLM loss")
+    ax.legend()
+    save(fig, "loss.png")
+    if val:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+        a1.plot([r["step"] for r in val], [r["val_acc"] for r in val], "o-")
+        a1.set(xlabel="step", ylabel="accuracy", title="held-out MLM accuracy")
+        a2.plot([r["step"] for r in val], [r["val_ppl"] for r in val], "o-", color="C1")
+        a2.set(xlabel="step", ylabel="perplexity", title="held-out MLM perplexity", yscale="log")
+        save(fig, "heldout.png")
+    ents = [k for k in (val[-1] if val else {}) if k.startswith("attn_entropy/")]
+    if ents:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for k in ents:
+            ax.plot([r["step"] for r in val], [r.get(k, float("nan")) for r in val], "o-", label=k.split("/", 1)[1])
+        ax.set(xlabel="step", ylabel="nats", ylim=(0, None),
+               title="held-out attention entropy (near 0: heads ignore the context)")
+        ax.legend(fontsize=7)
+        save(fig, "attention.png")
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(steps, [r["lr"] for r in train])
+    ax.set(xlabel="step", ylabel="lr", title="learning rate")
+    save(fig, "lr.png")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups = [k for k in train[-1] if k.startswith("grad_norm/")]
+    for k in groups:
+        ax.plot(steps, [r.get(k, float("nan")) for r in train], lw=0.6, label=k.split("/", 1)[1])
+    ax.set(xlabel="step", ylabel="L2 norm (before clipping)", title="gradient norm per layer", yscale="log")
+    ax.legend(fontsize=7)
+    save(fig, "grad_norm.png")
 
 
 # ---- self-test: hand-computed cases ----

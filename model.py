@@ -10,11 +10,9 @@ Read it side by side with gradients.py (same sections, same order) and DERIVATIO
 
 Usage:
     python model.py                      # tiny random batch through the 'tiny' preset, prints shapes
-    python model.py --preset mini --time 8 32    # forward+backward ms at B=8 and B=32 (mlm_mask 15%)
 
-Expect: `1,485 params | logits (2, 8, 13) | masked logits (3, 13) | hidden_states 3 x (2, 8, 8) | attn_probs 2 x (2, 2, 8, 8)`;
---time on mini (T=64, mlm_mask 15%, float32, training mode): 67 ms (B=8) and 301 ms (B=32) of CPU time per
-forward+backward with one BLAS thread (OPENBLAS_NUM_THREADS=1); wall-clock depends on the machine's load.
+Expect: `1,485 params | logits (2, 8, 13) | masked logits (3, 13) | hidden_states 3 x (2, 8, 8) | attn_probs 2 x (2, 2, 8, 8)`.
+Speed: `python benchmark.py` (the training step), `python benchmark.py --fwd-bwd 8 32` (forward + backward alone).
 """
 import argparse
 import json
@@ -353,37 +351,12 @@ def to_hf_state_dict(params):
     return out
 
 
-def time_step(config, B, mask_prob=0.15, repeats=10, seed=0):
-    """Median seconds of forward + MLM loss + backward (training mode, float32) at B x T with an mlm_mask."""
-    import time
-    from gradients import backward
-    from mlm import mlm_loss
-    model, rng = MiniBERT(config, seed=seed), np.random.default_rng(seed)
-    ids = rng.integers(5, config.vocab_size, size=(B, config.max_position_embeddings))
-    mlm_mask = rng.random(ids.shape) < mask_prob
-    times = []
-    for _ in range(repeats + 1):                                    # the first run warms up
-        t0 = time.perf_counter()
-        logits, cache = model.forward(ids, mlm_mask=mlm_mask, training=True, rng=rng)
-        loss, dlogits = mlm_loss(logits, ids[mlm_mask])
-        backward(model, cache, dlogits)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times[1:]))
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description="Run a random batch through MiniBERT and print shapes.")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--time", type=int, nargs="*", metavar="B",
-                   help="time forward+backward (float32, mlm_mask 15%%) at these batch sizes instead")
     args = p.parse_args(argv)
     config = get_config(args.preset)
-    if args.time:
-        for B in args.time:
-            ms = 1e3 * time_step(config, B)
-            print(f"{args.preset} | B={B} T={config.max_position_embeddings} | forward+backward {ms:.0f} ms")
-        return
     rng = np.random.default_rng(0)
     model = MiniBERT(config, seed=0)
     B, T = args.batch_size, config.max_position_embeddings

@@ -25,12 +25,17 @@ Writes OUT/probe_results.json and OUT/probe_by_layer.png; the last line is the b
 # B batch, T sequence, H hidden, L layers, C classes (tags), N words
 import argparse
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from checkpoint import load_checkpoint, random_init_like
+from config import UserError
+from download import dataset_path
 
 
 # ---- windows: every word scored exactly once ----
@@ -188,7 +193,6 @@ def control_tags(all_words, train_tags, seed):
 
 
 def main(argv=None):
-    from evaluate import dataset_path, load_checkpoint, random_init_like
     p = argparse.ArgumentParser(description="Linear POS probe per layer, with majority, lookup, random-init "
                                             "and control-task baselines.")
     p.add_argument("--checkpoint", required=True, help="run folder written by train.py, or a .npz checkpoint")
@@ -207,7 +211,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     t0 = time.time()
     from data import read_conllu
-    model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
+    try:
+        model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
+        paths = {name: Path(getattr(args, name) or dataset_path("ud_ewt_" + name)) for name in ("train", "dev", "test")}
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
     cfg = model.config
     out = Path(args.out) if args.out else info["run_dir"] / "eval"
     out.mkdir(parents=True, exist_ok=True)
@@ -217,8 +226,7 @@ def main(argv=None):
     for name, n_max in (("train", args.max_sentences), ("dev", None if args.max_sentences is None else
                          max(1, args.max_sentences // 4)), ("test", None if args.max_sentences is None else
                          max(1, args.max_sentences // 4))):
-        path = Path(getattr(args, name) or dataset_path("ud_ewt_" + name))
-        splits[name] = read_conllu(path)[:n_max]
+        splits[name] = read_conllu(paths[name])[:n_max]
     tagset = sorted({t for s in splits["train"] for t in s[field]})
     tag_id = {t: i for i, t in enumerate(tagset)}
     print(f"probe: {field.upper()} ({len(tagset)} tags), layers {layers}, pooling {args.pooling}, "

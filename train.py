@@ -1,5 +1,5 @@
-"""MLM pretraining of Mini-BERT: data -> masked batches -> forward -> backward -> AdamW, with checkpoints,
-metrics and plots; and `--benchmark`, the speed of that same training step.
+"""MLM pretraining of Mini-BERT: data -> masked batches -> forward -> backward -> AdamW, with checkpoints
+(checkpoint.py), metrics and plots (metrics.py). The speed of this same step: benchmark.py.
 
 One step (logical batch = batch_size x accum rows of T tokens; default 128 rows = 8,192 tokens, in 4 micro-batches
 of 32 rows, each split across the threads: 2 x 16 on 2 cores):
@@ -25,8 +25,7 @@ Usage:
     python train.py                                   # the default recipe on wiki_en_2015 (or --corpus FILE)
     python train.py --time-budget 60 --out runs/mini60
     python train.py --out runs/mini60 --resume        # continue a stopped run exactly where it stopped
-    python train.py --benchmark --batch-size 32       # ms/step (fwd/bwd/opt), GFLOP/s vs matmul floor, vs torch
-    python train.py --benchmark --batch-size 32 --profile   # where the time goes (cProfile, one thread)
+    python train.py --benchmark --batch-size 32       # runs `python benchmark.py --batch-size 32` (the step's speed)
     python train.py --plot runs/mini60                # redraw the PNGs from metrics.jsonl
 
 Writes to --out: run.json (corpus, vocab file and hash, config), metrics.jsonl (one JSON object per logged
@@ -39,90 +38,30 @@ Expect (this 2-core machine, shared with other jobs): 0.2-0.5 s per step of 2048
 6.83 / 6.64 after 500 / 1000 steps at lr 5e-4; peak RSS about 210 MB. The 60-minute run: see the README.
 """
 import argparse
-import ctypes
 import json
 import math
-import mmap
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+import data
+import download
 import gradients
 import metrics
 import mlm
-from config import PRESETS, get_config
+from checkpoint import load_resume, save_checkpoint
+from config import PRESETS, UserError, get_config
 from model import MiniBERT
 from optimizer import AdamW, clip_grad_norm, lr_at, row_blocks
+from workers import Workers, peak_rss_mb, tune_malloc
 
 REPO = Path(__file__).resolve().parent
-
-
-class UserError(Exception):
-    """A mistake in the command line or the files it names: printed as one line, no traceback."""
-
-
-# ---- threads ----
-
-def set_blas_threads(n):
-    """Set OpenBLAS's thread count at run time (NumPy wheels bundle scipy-openblas). We run shards on our
-    own threads, so each matmul should use one. Returns True if the library was found."""
-    import glob
-    libdir = Path(np.__file__).resolve().parent.parent
-    for f in glob.glob(str(libdir / "numpy.libs" / "*openblas*")) + glob.glob(str(libdir / "numpy" / ".dylibs" / "*openblas*")):
-        try:
-            lib = ctypes.CDLL(f)
-        except OSError:
-            continue
-        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
-            if hasattr(lib, name):
-                getattr(lib, name)(int(n))
-                return True
-    return False
-
-
-def tune_malloc():
-    """Two glibc malloc settings for a loop that allocates the same large temporaries at every step:
-    - one arena: otherwise every worker thread gets its own, each keeping its own freed memory
-      (about 20 MB less peak RSS);
-    - keep freed memory in the process instead of returning it to the kernel and faulting it back in,
-      4 KB page by page, at the next step (measured here: ~4,000 page faults and ~10 ms of kernel time per
-      B=32 step before, ~100 and ~1 ms after; peak RSS unchanged, since the next step reuses the memory)."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(-8, 1)                                     # M_ARENA_MAX = 1
-            libc.mallopt(-3, 64 << 20)                              # M_MMAP_THRESHOLD: heap, not mmap, below 64 MB
-            libc.mallopt(-1, 256 << 20)                             # M_TRIM_THRESHOLD: keep up to 256 MB free
-        except (OSError, AttributeError):
-            pass
-
-
-class Workers:
-    """`n` threads that run one function over shards of a batch (inline when n == 1). Each matmul runs on
-    `blas_threads` threads inside its worker (default: 1 when n > 1, else all cores)."""
-
-    def __init__(self, n, blas_threads=None):
-        self.n = max(1, int(n))
-        self.pool = ThreadPoolExecutor(self.n) if self.n > 1 else None
-        set_blas_threads(blas_threads or (1 if self.n > 1 else (os.cpu_count() or 1)))
-
-    def map(self, fn, items):
-        if self.pool is None or len(items) == 1:
-            return [fn(x) for x in items]
-        return list(self.pool.map(fn, items))
-
-    def close(self):
-        if self.pool is not None:
-            self.pool.shutdown()
-            set_blas_threads(os.cpu_count() or 1)                   # back to NumPy's default
 
 
 # ---- one training step ----
@@ -250,166 +189,7 @@ def init_recipe(model, args, tokens, special_ids):
                 P[f"layer{i}.attn.{name}"] *= args.qk_std / c.initializer_range
 
 
-# ---- checkpoints ----
-
-def atomic_savez(path, **arrays):
-    """np.savez into path.tmp-<pid>, fsync, then os.replace: a reader sees the old file or the new one, never half."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def model_arrays(model):
-    """The arrays of MiniBERT.save's format: every param by name plus '__config__'."""
-    return {"__config__": np.array(model.config.to_json()), **model.params}
-
-
-def save_checkpoint(out, model, opt, state, best=False):
-    """resume.npz: model + optimizer moments + run state (JSON: step, RNG, data position, args);
-    last.npz (and best.npz if best): the model alone, in MiniBERT.save's format."""
-    meta = {k: v for k, v in opt.state_dict(moments=False).items()}
-    arrays = model_arrays(model)
-    arrays.update({f"opt.m/{k}": a for k, a in opt.m.items()})     # the live moments: written, not copied
-    arrays.update({f"opt.v/{k}": a for k, a in opt.v.items()})
-    arrays["__state__"] = np.array(json.dumps({**state, "optimizer": meta}))
-    atomic_savez(out / "resume.npz", **arrays)
-    atomic_savez(out / "last.npz", **model_arrays(model))
-    if best:
-        atomic_savez(out / "best.npz", **model_arrays(model))
-
-
-def load_checkpoint(path):
-    """-> (model, optimizer state dict, run state dict) from a resume.npz."""
-    from config import BertConfig
-    with np.load(path, allow_pickle=False) as f:
-        config = BertConfig.from_dict(json.loads(str(f["__config__"])))
-        state = json.loads(str(f["__state__"]))
-        model = MiniBERT(config)
-        model.params = {k: f[k] for k in model.params}
-        opt_state = dict(state.pop("optimizer"))
-        opt_state["m"] = {k: f[f"opt.m/{k}"] for k in model.params}
-        opt_state["v"] = {k: f[f"opt.v/{k}"] for k in model.params}
-    return model, opt_state, state
-
-
-# ---- data ----
-
-def drop_resident_pages(tokens):
-    """Tell the kernel this process is done with the token file's pages read so far: they stay in the page
-    cache, but leave our RSS (random rows from a 100 MB memmap would otherwise all end up resident)."""
-    mm = getattr(tokens, "_mmap", None)
-    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-        mm.madvise(mmap.MADV_DONTNEED)
-
-
-def load_data(args, T, log):
-    """Resolve the corpus, get the vocab (train it if missing), prepare the token files (cached).
-    -> (tokenizer, train tokens (memmap), validation tokens or None, info: the files used)."""
-    import data
-    from tokenizer import WordPieceTokenizer
-    try:
-        train_path, valid_path, desc = data.resolve_corpus(args.corpus, args.data_dir)
-    except FileNotFoundError:
-        if args.corpus is not None:
-            raise
-        log("no default corpus found: downloading wikitext-103 into data/")
-        data.download("wikitext-103", REPO / "data")
-        train_path, valid_path, desc = data.resolve_corpus(None, REPO / "data")
-    if args.valid is not None:
-        valid_path = Path(args.valid)
-        if not valid_path.is_file():
-            raise UserError(f"validation file {valid_path} does not exist.")
-    log(desc)
-    cache = Path(args.cache_dir) if args.cache_dir else REPO / "data"
-    vocab_file = Path(args.vocab) if args.vocab else cache / "vocab-8192.txt"
-    if vocab_file.is_file():
-        tok = WordPieceTokenizer.load(vocab_file)
-        log(f"vocab {vocab_file} ({tok.vocab_size} tokens)")
-    else:
-        log(f"training an 8192-piece WordPiece vocab on {train_path} -> {vocab_file}")
-        paragraphs = (p for doc in data.read_documents(train_path) for p in doc)
-        tok = WordPieceTokenizer.train(paragraphs, vocab_size=8192)
-        vocab_file.parent.mkdir(parents=True, exist_ok=True)
-        tok.save(vocab_file)
-    out_dir = cache
-    meta = data.prepare(train_path, vocab_file, out_dir)
-    tokens, _ = data.load_tokens(meta["bin"])
-    valid = None
-    if valid_path is not None:
-        vmeta = data.prepare(valid_path, vocab_file, out_dir)
-        valid, _ = data.load_tokens(vmeta["bin"])
-    info = {"corpus": str(Path(train_path).resolve()), "valid": str(Path(valid_path).resolve()) if valid_path else None,
-            "vocab_file": str(vocab_file.resolve()), "vocab_hash": tok.vocab_hash()}
-    return tok, tokens, valid, info
-
-
-# ---- metrics and plots ----
-
-def read_metrics(path, upto=None):
-    """The records of metrics.jsonl (those with step <= upto if given)."""
-    if not path.is_file():
-        return []
-    recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in recs if upto is None or r["step"] <= upto]
-
-
-def plot_metrics(out, recs):
-    """loss.png (train + held-out), heldout.png (accuracy, perplexity), lr.png, grad_norm.png (per layer)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    train = [r for r in recs if "loss" in r]
-    val = [r for r in recs if "val_loss" in r]
-    if not train:
-        return
-    steps = [r["step"] for r in train]
-
-    def save(fig, name):
-        fig.tight_layout()
-        tmp = out / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=80)
-        plt.close(fig)
-        os.replace(tmp, out / name)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, [r["loss"] for r in train], lw=0.6, label="train (masked tokens)")
-    if val:
-        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="held-out")
-    ax.set(xlabel="step", ylabel="MLM loss (nats)", title="MLM loss")
-    ax.legend()
-    save(fig, "loss.png")
-    if val:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
-        a1.plot([r["step"] for r in val], [r["val_acc"] for r in val], "o-")
-        a1.set(xlabel="step", ylabel="accuracy", title="held-out MLM accuracy")
-        a2.plot([r["step"] for r in val], [r["val_ppl"] for r in val], "o-", color="C1")
-        a2.set(xlabel="step", ylabel="perplexity", title="held-out MLM perplexity", yscale="log")
-        save(fig, "heldout.png")
-    ents = [k for k in (val[-1] if val else {}) if k.startswith("attn_entropy/")]
-    if ents:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for k in ents:
-            ax.plot([r["step"] for r in val], [r.get(k, float("nan")) for r in val], "o-", label=k.split("/", 1)[1])
-        ax.set(xlabel="step", ylabel="nats", ylim=(0, None),
-               title="held-out attention entropy (near 0: heads ignore the context)")
-        ax.legend(fontsize=7)
-        save(fig, "attention.png")
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.plot(steps, [r["lr"] for r in train])
-    ax.set(xlabel="step", ylabel="lr", title="learning rate")
-    save(fig, "lr.png")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    groups = [k for k in train[-1] if k.startswith("grad_norm/")]
-    for k in groups:
-        ax.plot(steps, [r.get(k, float("nan")) for r in train], lw=0.6, label=k.split("/", 1)[1])
-    ax.set(xlabel="step", ylabel="L2 norm (before clipping)", title="gradient norm per layer", yscale="log")
-    ax.legend(fontsize=7)
-    save(fig, "grad_norm.png")
-
+# ---- plots ----
 
 def plot_in_background(out, proc=None):
     """Redraw the PNGs in a child process (`python train.py --plot DIR`), so that matplotlib (about 45 MB)
@@ -422,18 +202,9 @@ def plot_in_background(out, proc=None):
                                 stdout=log, stderr=log)
 
 
-def peak_rss_mb():
-    try:
-        import resource
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return kb / 1024 if sys.platform != "darwin" else kb / 2 ** 20
-    except ImportError:                                             # Windows
-        return float("nan")
-
-
 # ---- training ----
 
-CLI_ONLY = {"out", "resume", "stop_at", "threads", "quiet", "benchmark", "no_torch", "bench_steps", "no_plots", "plot", "profile"}
+CLI_ONLY = {"out", "resume", "stop_at", "threads", "quiet", "no_plots", "plot"}
 EVAL_ROWS = 32         # rows per held-out batch: the held-out set is --eval-batches x 32 rows for every recipe
 EVAL_MASK_PROB = 0.15   # the held-out set is masked at BERT's 15% whatever --mask-prob trains with: comparable runs
 RESUME_OVERRIDES = {"steps", "time_budget", "eval_every", "save_every", "log_every"}
@@ -450,7 +221,7 @@ def run(args, given):
         ckpt = out / "resume.npz"
         if not ckpt.is_file():
             raise UserError(f"--resume: no checkpoint {ckpt}; start the run without --resume.")
-        model, opt_state, state = load_checkpoint(ckpt)
+        model, opt_state, state = load_resume(ckpt)
         saved = state["args"]
         keep = CLI_ONLY | (RESUME_OVERRIDES & given)
         ignored = sorted(k for k in given - keep if saved.get(k) != getattr(args, k))
@@ -462,8 +233,7 @@ def run(args, given):
         log(f"resuming {ckpt} at step {state['step']}")
     if args.steps is None and args.time_budget is None:
         args.time_budget = 90.0
-    import data
-    tok, tokens, valid, files = load_data(args, None, log)
+    tok, tokens, valid, files = data.load_corpus(args.corpus, args.valid, args.vocab, args.cache_dir, args.data_dir, log)
     config = get_config(args.preset, vocab_size=tok.vocab_size, hidden_dropout_prob=args.dropout,
                         attention_probs_dropout_prob=args.dropout)
     T = config.max_position_embeddings
@@ -497,7 +267,7 @@ def run(args, given):
         config = model.config
         batches.load_state_dict(state["data"])
         rng.bit_generator.state = state["rng"]
-        recs = read_metrics(out / "metrics.jsonl", upto=state["step"])     # drop lines after the checkpoint
+        recs = metrics.read_metrics(out / "metrics.jsonl", upto=state["step"])     # drop lines after the checkpoint
         (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
         if args.steps is not None:
             state["total_steps"] = args.steps
@@ -506,7 +276,7 @@ def run(args, given):
         opt.load_state_dict(opt_state)
     workers = Workers(min(args.threads, args.batch_size), max(1, args.threads // min(args.threads, args.batch_size)))
     print(f"config: {config.to_json()}")
-    print(f"recipe: {json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in ('benchmark',)})}")
+    print(f"recipe: {json.dumps(dict(sorted(vars(args).items())))}")
     print(f"{model.num_params():,} params | {len(tokens):,} training tokens | held-out {n_eval} x "
           f"{EVAL_ROWS} x {T} rows, {sum(int((l != -100).sum()) for _, l in eval_set):,} masked tokens | "
           f"{workers.n} threads")
@@ -586,7 +356,7 @@ def run(args, given):
                        **{f"grad_norm/{k}": v for k, v in metrics.grad_norms(res["grads"])[1].items()},
                        "tokens": state["tokens"], "elapsed_s": round(state["elapsed_s"], 3)}
                 loss_acc, n_acc = 0.0, 0
-                drop_resident_pages(tokens)
+                data.drop_resident_pages(tokens)
                 if is_eval:
                     ev, best = do_eval()
                     rec.update(ev)
@@ -642,186 +412,6 @@ def run(args, given):
     return state
 
 
-# ---- benchmark ----
-
-def gemm_shapes(config, B, T, n_masked):
-    """Every matmul of one training step as (batch, M, K, N, transpose_a), in the model's own shapes: the
-    encoder on B*T rows, except the last layer's FFN and the MLM head, which run on the n masked rows."""
-    H, I, V, A, L = (config.hidden_size, config.intermediate_size, config.vocab_size,
-                     config.num_attention_heads, config.num_hidden_layers)
-    D, R = H // A, B * T
-    shapes = []
-
-    def linear(rows, k, n):                                         # forward, dx = dout W^T, dW = x^T dout
-        shapes.extend([(1, rows, k, n, False), (1, rows, n, k, False), (1, k, rows, n, True)])
-    for i in range(L):
-        for _ in range(4):
-            linear(R, H, H)                                         # Wq, Wk, Wv, Wo
-        shapes.extend([(B * A, T, D, T, False), (B * A, T, T, D, False)])   # scores, ctx
-        shapes.extend([(B * A, T, D, T, False), (B * A, T, T, D, True),     # dpd, dv
-                       (B * A, T, T, D, False), (B * A, T, T, D, True)])    # dq, dk
-        rows = n_masked if i == L - 1 else R
-        linear(rows, H, I)                                          # W1
-        linear(rows, I, H)                                          # W2
-    linear(n_masked, H, H)                                          # mlm.Wt
-    shapes.extend([(1, n_masked, H, V, False), (1, n_masked, V, H, False), (1, V, n_masked, H, True)])  # decoder
-    return shapes
-
-
-def matmul_floor(shapes, threads, repeats=10):
-    """(seconds, flops): every GEMM shape timed alone on one core (the fastest of `repeats`, float32, CPU
-    time), summed, divided by `threads`: the step's matmuls perfectly split over the cores. Stricter than
-    multi-threaded BLAS (which never scales perfectly), and it stays meaningful on a machine shared with
-    other jobs, where BLAS threads that spin-wait for each other measure the load, not the matmuls."""
-    set_blas_threads(1)
-    rng = np.random.default_rng(0)
-    total_s, flops = 0.0, 0
-    for (b, m, k, n, ta) in shapes:
-        a = rng.standard_normal((b, k, m) if ta else (b, m, k), dtype=np.float32)
-        a = a.transpose(0, 2, 1) if ta else a
-        w = rng.standard_normal((b, k, n), dtype=np.float32)
-        if b == 1:
-            a, w = a[0], w[0]
-        best = float("inf")
-        for _ in range(repeats):
-            t = time.thread_time()
-            a @ w
-            best = min(best, time.thread_time() - t)
-        total_s += best
-        flops += 2 * b * m * k * n
-    return total_s / threads, flops
-
-
-def torch_stepper(config, params, threads, lr=1e-3, clip=1.0):
-    """The same training step in plain PyTorch (tests/torch_bert.py): eager, float32, clip + torch.optim.AdamW
-    with the same parameter groups. Returns step(input_ids, labels) -> (fwd_s, bwd_s, opt_s), or None."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")            # idle OpenMP threads sleep: on a shared
-    try:                                                            # machine spinning ones slow torch ~5x
-        import torch
-    except ImportError:
-        return None
-    sys.path.insert(0, str(REPO / "tests"))
-    import torch_bert
-    torch.set_num_threads(threads)
-    tm = torch_bert.make_torch_model(config, params)
-    topt = torch_bert.make_optimizer(tm, lr=lr)
-    tm.train()
-
-    def step(input_ids, labels):
-        mask = labels != mlm.IGNORE_INDEX
-        ids_t, mask_t, y_t = torch.from_numpy(input_ids), torch.from_numpy(mask), torch.from_numpy(labels[mask])
-        t0 = time.perf_counter()
-        loss = torch_bert.mlm_loss_torch(tm(ids_t, mlm_mask=mask_t), y_t)
-        t1 = time.perf_counter()
-        topt.zero_grad(set_to_none=True)
-        loss.backward()
-        t2 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(tm.parameters(), clip)
-        topt.step()
-        return t1 - t0, t2 - t1, time.perf_counter() - t2
-    return step
-
-
-def profile_step(model, opt, inputs, args, workers):
-    """cProfile of the step on one thread with thread CPU time (robust to other processes): the functions
-    with the most own time, in ms per step."""
-    import cProfile
-    import pstats
-    set_blas_threads(1)                                             # all the work on this one thread
-    pr = cProfile.Profile(time.thread_time)
-    pr.enable()
-    for micro in inputs:
-        train_step(model, opt, micro, args.lr, args.clip, workers)
-    pr.disable()
-    st = pstats.Stats(pr)
-    rows = sorted(((v[2], k) for k, v in st.stats.items()), reverse=True)[:15]
-    total = sum(v[2] for v in st.stats.values())
-    print(f"profile (1 thread, CPU time): {1e3 * total / len(inputs):.1f} ms/step")
-    for own, (file, line, fn) in rows:
-        print(f"  {1e3 * own / len(inputs):7.1f} ms  {Path(file).name}:{line}({fn})" if file != "~" else
-              f"  {1e3 * own / len(inputs):7.1f} ms  {fn}")
-
-
-def benchmark(args, given=()):
-    """Time train_step (the training code path) on synthetic ids, and the same step in PyTorch, in
-    alternating rounds (both see the same machine load); report medians over the timed steps.
-    One micro-batch of --batch-size rows per step unless --accum is given (torch then takes all rows at once)."""
-    if "accum" not in given:
-        args.accum = 1
-    config = get_config(args.preset, hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
-    B, T, V = args.batch_size, config.max_position_embeddings, config.vocab_size
-    model = MiniBERT(config, seed=args.seed)
-    opt = AdamW(model.params, lr=args.lr, weight_decay=args.weight_decay)
-    threads = 1 if args.profile else min(args.threads, B)
-    workers = Workers(threads, 1 if args.profile else max(1, args.threads // threads))
-    rng = np.random.default_rng(args.seed)
-    tok_info = {"vocab_size": V, "special_ids": [0, 1, 2, 3, 4], "mask_id": 4, "is_continuation": None}
-    warm, n, rounds = 3, args.bench_steps, 2
-    inputs = []
-    for i in range(warm + n):
-        ids = rng.integers(5, V, size=(B * args.accum, T))
-        ids[:, 0], ids[:, -1] = 2, 3                                # [CLS] ... [SEP], as PackedBatches makes them
-        inputs.append([make_micro_batch(ids[j * B:(j + 1) * B], rng, tok_info, args, workers.n)
-                       for j in range(args.accum)])
-    if args.profile:
-        train_step(model, opt, inputs[0], args.lr, args.clip, workers)
-        return profile_step(model, opt, inputs[warm:], args, workers)
-    flat = [(np.concatenate([s[0] for m in micro for s in m]), np.concatenate([s[1] for m in micro for s in m]))
-            for micro in inputs]
-    n_masked = float(np.mean([(lab != mlm.IGNORE_INDEX).sum() for _, lab in flat])) / args.accum
-    tstep, rss = None, None
-    ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
-    for r in range(rounds):
-        for i, micro in enumerate(inputs):
-            timer = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
-            c0 = time.process_time()
-            train_step(model, opt, micro, args.lr, args.clip, workers, timer=timer)
-            if i >= warm:
-                ours.append(list(timer.values()))
-                ours_cpu.append(time.process_time() - c0)
-        if r == 0:
-            rss = peak_rss_mb()                                     # ours alone: torch then runs in this process
-            tstep = None if args.no_torch else torch_stepper(config, model.params, threads, lr=args.lr, clip=args.clip)
-        if tstep is not None:
-            for i, (input_ids, labels) in enumerate(flat):
-                c0 = time.process_time()
-                t = tstep(input_ids, labels)
-                if i >= warm:
-                    theirs.append(t)
-                    theirs_cpu.append(time.process_time() - c0)
-    workers.close()
-    floor_s, flops = matmul_floor(gemm_shapes(config, B, T, int(round(n_masked))), threads)
-    floor_ms, flops = 1e3 * floor_s * args.accum, flops * args.accum
-    med = lambda rows: [1e3 * float(np.median(c)) for c in zip(*rows)] + [1e3 * float(np.median([sum(r) for r in rows]))]
-    f, b, o, ms_step = med(ours)
-    tok_s = B * args.accum * T / (ms_step / 1e3)
-    gf = lambda ms: flops / (ms / 1e3) / 1e9
-    print(f"benchmark: {args.preset}, float32, B={B} x accum {args.accum}, T={T}, mask {args.mask_prob:.0%} "
-          f"(~{n_masked:.0f} masked rows per micro-batch), {threads} threads, median of {rounds} x {n} steps")
-    cpu = lambda xs: 1e3 * float(np.median(xs))
-    print(f"{'':12s} | {'ms/step':>8s} | {'forward':>8s} | {'backward':>8s} | {'optimizer':>9s} | {'tokens/s':>8s} | "
-          f"GFLOP/s | CPU ms/step (all threads)")
-    print(f"{'numpy':12s} | {ms_step:8.1f} | {f:8.1f} | {b:8.1f} | {o:9.1f} | {tok_s:8.0f} | {gf(ms_step):7.1f} | "
-          f"{cpu(ours_cpu):8.1f}")
-    result = {"preset": args.preset, "batch_size": B, "accum": args.accum, "seq_len": T, "threads": threads,
-              "ms_per_step": round(ms_step, 2), "forward_ms": round(f, 2), "backward_ms": round(b, 2),
-              "optimizer_ms": round(o, 2), "tokens_per_s": round(tok_s, 1), "gflops": round(gf(ms_step), 2),
-              "floor_ms": round(floor_ms, 2), "floor_ratio": round(ms_step / floor_ms, 3), "peak_rss_mb": round(rss, 1),
-              "cpu_ms_per_step": round(cpu(ours_cpu), 2), "load_avg_1min": round(os.getloadavg()[0], 2)}
-    if theirs:
-        tf, tb, to, t_step = med(theirs)
-        print(f"{'torch eager':12s} | {t_step:8.1f} | {tf:8.1f} | {tb:8.1f} | {to:9.1f} | "
-              f"{B * args.accum * T / (t_step / 1e3):8.0f} | {gf(t_step):7.1f} | {cpu(theirs_cpu):8.1f}")
-        result.update({"torch_ms_per_step": round(t_step, 2), "torch_ratio": round(ms_step / t_step, 3),
-                       "torch_cpu_ms_per_step": round(cpu(theirs_cpu), 2)})
-    print(f"{'matmul floor':12s} | {floor_ms:8.1f} | {'':8s} | {'':8s} | {'':9s} | {'':8s} | {gf(floor_ms):7.1f}")
-    print(f"numpy / matmul floor: {result['floor_ratio']:.2f}x" +
-          (f" | numpy / torch: {result['torch_ratio']:.2f}x" if "torch_ratio" in result else "") +
-          f" | peak RSS {rss:.0f} MB | load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(json.dumps(result))
-    return result
-
-
 # ---- command line ----
 
 def build_parser(suppress=False):
@@ -836,7 +426,7 @@ def build_parser(suppress=False):
     add("--preset", default="mini", choices=sorted(PRESETS), help="model size (config.py)")
     add("--corpus", default=None, help="training text (default: data.py's resolver, wiki_en_2015 here)")
     add("--valid", default=None, help="held-out text (default: the validation file next to the corpus)")
-    add("--data-dir", default=None, help="where to look for the default corpus (default: data.default_data_dir())")
+    add("--data-dir", default=None, help="where to look for the default corpus (default: download.default_data_dir())")
     add("--vocab", default=None, help="WordPiece vocab file (default data/vocab-8192.txt; trained if missing)")
     add("--cache-dir", default=None, help="where the vocab and the prepared token files live (default data/)")
     add("--out", default=None, help="run directory (default runs/<preset>)")
@@ -877,10 +467,6 @@ def build_parser(suppress=False):
     add("--log-every", type=int, default=10, help="steps per metrics.jsonl line (loss averaged over them)")
     add("--seed", type=int, default=0)
     add("--resume", action="store_true", default=False, help="continue the run in --out")
-    add("--benchmark", action="store_true", default=False, help="time the training step on synthetic ids")
-    add("--bench-steps", type=int, default=20)
-    add("--no-torch", action="store_true", default=False, help="benchmark: skip the PyTorch side")
-    add("--profile", action="store_true", default=False, help="benchmark: cProfile the step on one thread instead")
     add("--quiet", action="store_true", default=False, help="no progress bar")
     add("--no-plots", action="store_true", default=False, help="do not draw the PNGs")
     add("--plot", default=None, metavar="DIR", help="only redraw the PNGs of the run in DIR from its metrics.jsonl")
@@ -888,14 +474,11 @@ def build_parser(suppress=False):
     return p
 
 
-def data_errors():
-    """data.py's own user-facing errors (a failed download, a malformed file): printed as one line."""
-    import data
-    return (data.DownloadError, data.DataFormatError)
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if "--benchmark" in argv:                                       # the old spelling of `python benchmark.py`
+        cmd = [sys.executable, str(REPO / "benchmark.py")] + [a for a in argv if a != "--benchmark"]
+        raise SystemExit(subprocess.call(cmd))
     args = build_parser().parse_args(argv)
     given = set(vars(build_parser(suppress=True).parse_args(argv)))
     if args.out is None:
@@ -905,7 +488,7 @@ def main(argv=None):
     if args.accum is None:
         args.accum = max(1, 128 // args.batch_size)                 # logical batch 128 rows = 8,192 tokens
     if args.plot is not None:
-        plot_metrics(Path(args.plot), read_metrics(Path(args.plot) / "metrics.jsonl"))
+        metrics.plot_training(Path(args.plot), metrics.read_metrics(Path(args.plot) / "metrics.jsonl"))
         return None
     try:
         for name in ("batch_size", "accum", "threads", "eval_every", "save_every", "log_every", "eval_batches"):
@@ -914,10 +497,8 @@ def main(argv=None):
         if not 0.0 < args.mask_prob < 1.0:
             raise UserError(f"--mask-prob must be in (0, 1), got {args.mask_prob}.")
         tune_malloc()
-        if args.benchmark:
-            return benchmark(args, given)
         return run(args, given)
-    except (UserError, FileNotFoundError, *data_errors()) as e:
+    except (UserError, FileNotFoundError, download.DownloadError, data.DataFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1)
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import data
+import download
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 
@@ -84,13 +85,13 @@ def test_resolve_corpus(tmp_path, monkeypatch):
     (wiki / "wiki.valid.txt").write_text("c d\n", encoding="utf-8")
     (wiki / "wiki.train.small.txt").write_text("a b\n", encoding="utf-8")
     monkeypatch.setenv("MINIBERT_DATA_DIR", str(tmp_path))
-    assert data.default_data_dir() == tmp_path
-    train, valid, desc = data.resolve_corpus(data_dir=tmp_path)
+    assert download.default_data_dir() == tmp_path
+    train, valid, desc = download.resolve_corpus(data_dir=tmp_path)
     assert train == wiki / "wiki.train.txt.gz" and valid == wiki / "wiki.valid.txt" and "default" in desc
-    train, valid, _ = data.resolve_corpus(wiki / "wiki.train.small.txt")
+    train, valid, _ = download.resolve_corpus(wiki / "wiki.train.small.txt")
     assert valid == wiki / "wiki.valid.txt"
     with pytest.raises(FileNotFoundError, match="--corpus"):
-        data.resolve_corpus(data_dir=tmp_path / "empty")
+        download.resolve_corpus(data_dir=tmp_path / "empty")
     assert data.prepared_paths(wiki / "wiki.train.txt.gz", "out") == (Path("out/wiki.train.bin"),
                                                                       Path("out/wiki.train.json"))
 
@@ -142,14 +143,16 @@ def test_prepare_reads_wikitext(tmp_path):
     assert int((data.load_tokens(meta["bin"])[0] == 3).sum()) == 2
 
 
-def test_resolve_and_prepare_and_holdout_split(tmp_path, capsys):
+def test_load_corpus_and_holdout_split(tmp_path, capsys):
     corpus = tmp_path / "mini.train.txt"
     shutil.copy(FIX / "data_corpus.txt", corpus)
     shutil.copy(FIX / "data_corpus.txt", tmp_path / "mini.valid.txt")
-    train_bin, valid_bin = data.resolve_and_prepare(corpus, FIX / "data_vocab.txt", tmp_path / "out", num_workers=1)
-    assert train_bin == tmp_path / "out" / "mini.train.bin" and valid_bin == tmp_path / "out" / "mini.valid.bin"
+    tok, tokens, valid, info = data.load_corpus(corpus, vocab=FIX / "data_vocab.txt", cache_dir=tmp_path / "out",
+                                                num_workers=1)
+    assert (tmp_path / "out" / "mini.train.bin").is_file() and (tmp_path / "out" / "mini.valid.bin").is_file()
+    assert info["valid"] == str((tmp_path / "mini.valid.txt").resolve()) and len(valid) == len(tokens)
+    assert info["vocab_hash"] == tok.vocab_hash()
     assert "validation " + str(tmp_path / "mini.valid.txt") in capsys.readouterr().out
-    tokens, _ = data.load_tokens(train_bin)
     a, b = data.holdout_split(tokens, 10)
     assert len(b) == 10 and len(a) + 10 == len(tokens) and np.array_equal(b, tokens[-10:])
 
@@ -291,15 +294,15 @@ def test_download_verify_extract_and_skip(server, tmp_path, monkeypatch):
     (root / "files").mkdir()
     blob = sst2_zip()
     (root / "files" / "SST-2.zip").write_bytes(blob)
-    sub, files, members = data.DATASETS["sst2"]
-    monkeypatch.setitem(data.DATASETS, "sst2",
+    sub, files, members = download.DATASETS["sst2"]
+    monkeypatch.setitem(download.DATASETS, "sst2",
                         (sub, [(files[0][0], files[0][1], "sha256:" + hashlib.sha256(blob).hexdigest())], members))
-    folder = data.download("sst2", tmp_path / "data", base_url=base)
+    folder = download.download("sst2", tmp_path / "data", base_url=base)
     assert folder == tmp_path / "data" / "sst2"
     s, y = data.read_sst2(folder / "dev.tsv")
     assert len(s) == 3 and not list(folder.glob("*.part"))
     n = len(hits)
-    data.download("sst2", tmp_path / "data", base_url=base)                    # present: skipped
+    download.download("sst2", tmp_path / "data", base_url=base)                    # present: skipped
     assert len(hits) == n
 
 
@@ -307,10 +310,10 @@ def test_download_bad_checksum_keeps_nothing(server, tmp_path, monkeypatch):
     root, base, _ = server
     (root / "files").mkdir()
     (root / "files" / "SST-2.zip").write_bytes(sst2_zip())
-    sub, files, members = data.DATASETS["sst2"]
-    monkeypatch.setitem(data.DATASETS, "sst2", (sub, [(files[0][0], files[0][1], "sha256:" + "0" * 64)], members))
-    with pytest.raises(data.DownloadError, match="expected 0000"):
-        data.download("sst2", tmp_path / "data", base_url=base)
+    sub, files, members = download.DATASETS["sst2"]
+    monkeypatch.setitem(download.DATASETS, "sst2", (sub, [(files[0][0], files[0][1], "sha256:" + "0" * 64)], members))
+    with pytest.raises(download.DownloadError, match="expected 0000"):
+        download.download("sst2", tmp_path / "data", base_url=base)
     assert not (tmp_path / "data" / "sst2").exists()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import download
 import evaluate
 import finetune_sst2
 import probe_pos
@@ -171,7 +172,7 @@ def test_errors_are_one_clear_line(tiny_run, tmp_path, monkeypatch, capsys, case
         argv += ["--vocab", str(tmp_path / "big_vocab.txt")]
     else:
         monkeypatch.setenv("MINIBERT_DATA_DIR", str(tmp_path / "empty"))
-        monkeypatch.setattr(evaluate, "REPO", tmp_path / "repo")
+        monkeypatch.setattr(download, "REPO", tmp_path / "repo")
     with pytest.raises(SystemExit):
         evaluate.main(argv)
     err = capsys.readouterr().err.strip().splitlines()

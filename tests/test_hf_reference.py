@@ -2,7 +2,7 @@
 
 - transformers' BertForMaskedLM loaded from export_hf.save_hf: logits within 1e-5 (float32); in float64
   its autograd gradients of the MLM loss equal ours for every parameter to <= 1e-10 relative (bk: absolute).
-- tests/torch_bert.py (the same model in plain PyTorch, also the train.py --benchmark baseline): same
+- tests/torch_bert.py (the same model in plain PyTorch, also the benchmark.py baseline): same
   logits and float64 gradients, including the masked-rows path.
 
 Usage:

@@ -11,8 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import benchmark
+import checkpoint
 import train
 from model import MiniBERT
+from workers import Workers
 
 REPO = Path(__file__).resolve().parent.parent
 WORDS = "the cat sat on mat dog ran far".split()          # 5 specials + 8 words = V 13, as in `tiny`
@@ -74,7 +77,7 @@ import sys
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, sys.argv[2])
-import train
+from checkpoint import save_checkpoint
 from config import get_config
 from model import MiniBERT
 from optimizer import AdamW
@@ -85,7 +88,7 @@ for step in range(10 ** 6):
     model.params["mlm.bias"][:] = step              # a marker: the file's step and its contents must agree
     opt.t = step
     print("writing", step, flush=True)
-    train.save_checkpoint(out, model, opt, {"step": step}, best=True)
+    save_checkpoint(out, model, opt, {"step": step}, best=True)
     print("saved", step, flush=True)
 """
 
@@ -114,7 +117,7 @@ def test_sigkill_during_checkpoint_write_keeps_previous(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         torn += any(".tmp-" in p.name for p in out.iterdir())
-        model, opt_state, state = train.load_checkpoint(out / "resume.npz")
+        model, opt_state, state = checkpoint.load_resume(out / "resume.npz")
         assert state["step"] >= saved and opt_state["t"] == state["step"]
         assert np.all(model.params["mlm.bias"] == state["step"])
         for name in ("last.npz", "best.npz"):
@@ -152,7 +155,7 @@ def test_ten_steps_match_torch_autograd_float64():
     tm = torch_bert.make_torch_model(config, model.params, dtype=torch.float64)
     topt = torch_bert.make_optimizer(tm, lr=1e-2, weight_decay=0.01)
     opt = AdamW(model.params, lr=1e-2, weight_decay=0.01)
-    workers = train.Workers(2)
+    workers = Workers(2)
     rng = np.random.default_rng(0)
     tok_info = {"vocab_size": 13, "special_ids": [0, 1, 2, 3, 4], "mask_id": 4, "is_continuation": None}
 
@@ -197,11 +200,15 @@ def test_time_budget_ends_the_schedule(tiny_data, tmp_path):
 
 
 def test_benchmark_json(capsys):
-    res = train.main(["--benchmark", "--preset", "tiny", "--batch-size", "4", "--bench-steps", "2", "--no-torch"])
+    flags = ["--preset", "tiny", "--batch-size", "4", "--bench-steps", "2", "--no-torch"]
+    res = benchmark.main(flags)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last) == res
     for key in ("ms_per_step", "forward_ms", "backward_ms", "optimizer_ms", "tokens_per_s", "peak_rss_mb"):
         assert res[key] > 0
+    alias = subprocess.run([sys.executable, str(REPO / "train.py"), "--benchmark", *flags], capture_output=True,
+                           text=True, encoding="utf-8", check=True)              # the old spelling still works
+    assert json.loads(alias.stdout.strip().splitlines()[-1]).keys() == res.keys()
 
 
 def test_resume_refuses_a_changed_vocab(tiny_data, tmp_path, capsys):

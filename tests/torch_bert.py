@@ -1,5 +1,5 @@
 """The same Mini-BERT in plain PyTorch (an independent autograd reference, and the baseline that
-`train.py --benchmark` times). Parameter names are ours (dotted keys, weights stored (in, out)), so
+`benchmark.py` times). Parameter names are ours (dotted keys, weights stored (in, out)), so
 `make_torch_model(config, model.params)` copies a NumPy model exactly and `grads_numpy(tm)` returns a dict
 comparable with gradients.backward(). Needs torch; nothing else in the repo imports it at import time.
 
