@@ -18,7 +18,6 @@ Expect (mini, float32, T=64, 2 threads, a quiet 2-core machine; README "Training
 step (51.5 fwd / 97.2 bwd / 10.2 AdamW), torch eager 208.4 ms (0.76x), matmul floor 91.2 ms (1.74x), peak RSS
 242 MB; B=8 49.5 ms, torch 89.2 ms (0.56x). The last line is the figures as JSON.
 """
-import argparse
 import json
 import os
 import sys
@@ -29,10 +28,10 @@ import numpy as np
 
 import gradients
 import mlm
-from config import PRESETS, get_config
+from config import PRESETS, ArgumentParser, at_least, get_config
 from model import MiniBERT
 from optimizer import AdamW
-from train import build_parser as train_parser, make_micro_batch, train_step
+from train import CHECKS as TRAIN_CHECKS, build_parser as train_parser, make_micro_batch, train_step
 from workers import Workers, peak_rss_mb, set_blas_threads, tune_malloc
 
 REPO = Path(__file__).resolve().parent
@@ -240,19 +239,20 @@ def benchmark(args):
 def build_parser():
     """The benchmark's flags; the recipe's (lr, weight decay, clip, masking, dropout) default to train.py's."""
     d = vars(train_parser().parse_args([]))
-    p = argparse.ArgumentParser(description="Time Mini-BERT's training step next to PyTorch eager and a matmul floor.")
+    count = at_least(1)
+    p = ArgumentParser(description="Time Mini-BERT's training step next to PyTorch eager and a matmul floor.")
     p.add_argument("--preset", default="mini", choices=sorted(PRESETS), help="model size (config.py)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=count, default=None,
                    help="rows of T tokens per micro-batch (default 32, as train.py)")
-    p.add_argument("--accum", type=int, default=1, help="micro-batches per step (torch takes all rows at once)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="worker threads (and torch threads)")
-    p.add_argument("--bench-steps", type=int, default=20, help="timed steps per round (after 3 warm-up steps)")
+    p.add_argument("--accum", type=count, default=1, help="micro-batches per step (torch takes all rows at once)")
+    p.add_argument("--threads", type=count, default=os.cpu_count() or 1, help="worker threads (and torch threads)")
+    p.add_argument("--bench-steps", type=count, default=20, help="timed steps per round (after 3 warm-up steps)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
     p.add_argument("--profile", action="store_true", help="cProfile the step on one thread instead")
-    p.add_argument("--fwd-bwd", type=int, nargs="+", metavar="B", default=None,
-                   help="only time forward + MLM loss + backward (one thread of BLAS work) at these batch sizes")
+    p.add_argument("--fwd-bwd", type=count, nargs="+", metavar="B", default=None,
+                   help="only time forward + MLM loss + backward at these batch sizes (median of 10)")
     for flag in ("lr", "weight_decay", "clip", "mask_prob", "dropout", "seed"):
-        p.add_argument("--" + flag.replace("_", "-"), type=type(d[flag]), default=d[flag],
+        p.add_argument("--" + flag.replace("_", "-"), type=TRAIN_CHECKS[flag], default=d[flag],
                        help=f"as in train.py (default {d[flag]})")
     return p
 

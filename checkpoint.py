@@ -12,15 +12,14 @@ Usage:
 Expect: `runs/mini/best.npz | vocab data/vocab-8192.txt (8192 tokens) | L=3 H=192 T=64, 2,965,760 params | step 6676`
 (the step from resume.npz, when there is one).
 """
-import argparse
 import json
 import os
-import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from config import BertConfig, UserError
+from config import ArgumentParser, BertConfig, UserError, cli, existing_file
 from model import MiniBERT
 from tokenizer import WordPieceTokenizer
 
@@ -59,16 +58,36 @@ def save_checkpoint(out, model, opt, state, best=False):
         atomic_savez(out / "best.npz", **model_arrays(model))
 
 
+def check_out_dir(out, resume=False, overwrite=False):
+    """Before any work: refuse to start a new run over another run's checkpoints (train.py --out)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; pass a folder for the run.")
+    if resume and overwrite:
+        raise UserError("--resume continues the run in --out and --overwrite starts a new one there; pass one of them.")
+    found = [f for f in ("resume.npz", "last.npz", "best.npz") if (out / f).is_file()]
+    if found and not resume and not overwrite:
+        raise UserError(f"{out} holds another run ({', '.join(found)}); continue it with --resume, start over "
+                        f"with --overwrite, or pass another --out.")
+
+
 def load_resume(path):
-    """-> (model, optimizer state dict, run state dict) from a resume.npz."""
-    with np.load(path, allow_pickle=False) as f:
-        config = BertConfig.from_dict(json.loads(str(f["__config__"])))
-        state = json.loads(str(f["__state__"]))
-        model = MiniBERT(config)
-        model.params = {k: f[k] for k in model.params}
-        opt_state = dict(state.pop("optimizer"))
-        opt_state["m"] = {k: f[f"opt.m/{k}"] for k in model.params}
-        opt_state["v"] = {k: f[f"opt.v/{k}"] for k in model.params}
+    """-> (model, optimizer state dict, run state dict) from a resume.npz; a missing or unreadable file raises
+    UserError (one line)."""
+    if not Path(path).is_file():
+        raise UserError(f"no checkpoint {path} to resume; start the run without --resume.")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            config = BertConfig.from_dict(json.loads(str(f["__config__"])))
+            state = json.loads(str(f["__state__"]))
+            model = MiniBERT(config)
+            model.params = {k: f[k] for k in model.params}
+            opt_state = dict(state.pop("optimizer"))
+            opt_state["m"] = {k: f[f"opt.m/{k}"] for k in model.params}
+            opt_state["v"] = {k: f[f"opt.v/{k}"] for k in model.params}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(f"cannot resume from {path}: not a complete train.py checkpoint ({str(e)[:120]}); "
+                        f"start a new run with another --out.") from None
     return model, opt_state, state
 
 
@@ -120,7 +139,7 @@ def load_checkpoint(path, vocab=None):
     run_dir = ckpt.parent
     try:
         model = MiniBERT.load(ckpt)
-    except (ValueError, OSError, KeyError) as e:
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"cannot load {ckpt} as a model ({str(e)[:160]}); pass best.npz or last.npz of a "
                         f"train.py run, or a file written by MiniBERT.save.") from None
     vpath = find_vocab(run_dir, model.config.vocab_size, vocab)
@@ -136,16 +155,14 @@ def random_init_like(model, seed=0):
     return MiniBERT(model.config, seed=1000 + seed)
 
 
+@cli
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Show which checkpoint and vocab a run folder resolves to.")
+    p = ArgumentParser(description="Show which checkpoint and vocab a run folder resolves to.")
     p.add_argument("checkpoint", help="run folder written by train.py, or a .npz checkpoint")
-    p.add_argument("--vocab", default=None, help="vocab.txt (default: found next to the checkpoint or in data/)")
+    p.add_argument("--vocab", default=None, type=existing_file,
+                   help="vocab.txt (default: found next to the checkpoint or in data/)")
     args = p.parse_args(argv)
-    try:
-        model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
     step = ""
     resume = info["run_dir"] / "resume.npz"
     if resume.is_file():

@@ -11,8 +11,12 @@ and 17.1 GFLOP of matmuls per training step with the MLM head on the 15% masked 
 """
 import argparse
 import dataclasses
+import functools
 import json
+import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -126,18 +130,100 @@ def forward_flops(config, B, mask_prob=None):
             "MLM decoder t E^T": 2 * N * H * V}
 
 
-# ---- user errors ----
+# ---- bad input: one line, no traceback (every script) ----
 
-class UserError(Exception):
-    """A mistake in the command line or in the files it names (every script prints it as one line, no
-    traceback). It lives here, the bottom of the import order, so every module can raise it."""
+class UserError(ValueError):
+    """A mistake in the command line or in the files it names. Every script prints it as one line,
+    `error: ...`, and exits with status 1. It lives here, at the bottom of the import order, so that every
+    module can raise it."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too: `error: argument --steps: must be at least 1, got -5
+    (see train.py --help)`, exit status 2 (argparse's own prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def cli(main):
+    """Decorator for a script's main(argv=None): a UserError or a missing file ends it with one line on
+    stderr and exit status 1, instead of a traceback."""
+    @functools.wraps(main)
+    def wrapped(argv=None):
+        try:
+            return main(argv)
+        except (UserError, FileNotFoundError) as e:
+            print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)
+            raise SystemExit(1) from None
+    return wrapped
+
+
+def _number(kind, text):
+    try:
+        x = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {'a whole number' if kind is int else 'a number'}, "
+                                         f"got {text!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return x
+
+
+def at_least(low, kind=int):
+    """argparse type: a number >= low (at_least(1): a count; at_least(0): a seed or an optional count)."""
+    def check(text):
+        x = _number(kind, text)
+        if x < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return x
+    check.__name__ = f"at_least_{low}"
+    return check
+
+
+def positive(text):
+    """argparse type: a float > 0 (a learning rate, a time budget)."""
+    x = _number(float, text)
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return x
+
+
+def fraction(low_open=False):
+    """argparse type: a probability in [0, 1), or in (0, 1) with low_open (a masking rate must mask something)."""
+    def check(text):
+        x = _number(float, text)
+        if not (0 < x < 1 if low_open else 0 <= x < 1):
+            raise argparse.ArgumentTypeError(f"must be in {'(0' if low_open else '[0'}, 1), got {text}")
+        return x
+    check.__name__ = "fraction"
+    return check
+
+
+def existing_file(text):
+    """argparse type: a path to a file that exists (returned as a str: run arguments are saved as JSON)."""
+    p = Path(text)
+    if not p.is_file():
+        raise argparse.ArgumentTypeError(f"{text} is a folder, not a file" if p.is_dir() else
+                                         f"{text} does not exist")
+    return text
+
+
+def existing_dir(text):
+    """argparse type: a folder that exists."""
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a folder" if Path(text).exists() else
+                                         f"folder {text} does not exist")
+    return text
+
+
+@cli
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Print the parameter table, memory budget and FLOPs of a preset.")
+    p = ArgumentParser(description="Print the parameter table, memory budget and FLOPs of a preset.")
     p.add_argument("--preset", default="mini", choices=sorted(PRESETS))
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--mask-prob", type=float, default=0.15, help="fraction of positions the MLM head sees")
+    p.add_argument("--batch-size", type=at_least(1), default=32)
+    p.add_argument("--mask-prob", type=fraction(low_open=True), default=0.15,
+                   help="fraction of positions the MLM head sees")
     args = p.parse_args(argv)
     c, B = get_config(args.preset), args.batch_size
     print(json.dumps(c.to_dict()))

@@ -18,7 +18,6 @@ into data/wiki.train.bin, 50.2M tokens (1.55 tokens/word with the 8K vocab), in 
 0.150 / 0.800 / 0.100 / 0.100 (selected; [MASK] / random / unchanged, also with --whole-word);
 per 32x64 batch next_batch ~0.1 ms and mask_tokens ~0.15 ms (~0.4 ms whole-word).
 """
-import argparse
 import collections
 import gzip
 import hashlib
@@ -34,15 +33,16 @@ from pathlib import Path
 import numpy as np
 
 import download
-from config import UserError
+from config import ArgumentParser, UserError, at_least, existing_dir, existing_file
+from tokenizer import check_text_file
 
 REPO = Path(__file__).resolve().parent
 CLS_ID, SEP_ID, PAD_ID = 2, 3, 0     # as in config.py / tokenizer.py
 FORMAT_VERSION = 1                   # bump when the .bin layout changes (invalidates caches)
 
 
-class DataFormatError(ValueError):
-    """A malformed row in a data file; the message starts with 'file:line:'."""
+class DataFormatError(UserError):
+    """A malformed row in a data file; the message starts with 'file:line:' (a UserError: one line, no traceback)."""
 
 
 # ---- readers ----
@@ -254,6 +254,9 @@ def prepare(corpus, vocab_file, out_dir, num_workers=None, docs_per_task=32, ver
         if verbose:
             print(f"cached: {bin_path} ({meta['n_tokens']:,} tokens) matches {corpus} and {vocab_file}")
         return {**meta, "bin": str(bin_path)}
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir} is a file; pass a folder for the token files.")
+    check_text_file(corpus)                             # bad UTF-8 (file:line) or no text: before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     num_workers = num_workers or os.cpu_count() or 1
     t0 = time.time()
@@ -289,6 +292,9 @@ def prepare(corpus, vocab_file, out_dir, num_workers=None, docs_per_task=32, ver
                 pending.append((pool.apply_async(_encode_docs, (batch,)), nbytes))
             while pending:
                 drain_one()
+        if n_words == 0:
+            raise DataFormatError(f"{corpus}: no word survives BERT's text cleaning (only control characters?); "
+                                  f"pass a corpus with text.")
     except BaseException:
         part.unlink(missing_ok=True)                   # a broken run leaves nothing behind
         raise
@@ -315,12 +321,14 @@ def prepare(corpus, vocab_file, out_dir, num_workers=None, docs_per_task=32, ver
     return {**meta, "bin": str(bin_path)}
 
 
-def load_corpus(corpus=None, valid=None, vocab=None, cache_dir=None, data_dir=None, log=print, num_workers=None):
+def load_corpus(corpus=None, valid=None, vocab=None, cache_dir=None, data_dir=None, log=print, num_workers=None,
+                expect_vocab=(None, None)):
     """What train.py calls. Resolve the corpus (download.resolve_corpus; with no corpus given and none found,
     download WikiText-103 into <repo>/data), get the vocab (vocab, default <cache_dir>/vocab-8192.txt; an
     8192-piece one is trained on the corpus if the file is missing), and prepare the token files (cached in
     cache_dir, default <repo>/data). -> (tokenizer, train tokens (memmap), validation tokens or None, info:
-    the files used). With no validation file, train.py holds out the end of the stream (holdout_split)."""
+    the files used). With no validation file, train.py holds out the end of the stream (holdout_split).
+    expect_vocab: (file, sha256) of the vocab a resumed run started with; another one is refused at once."""
     from tokenizer import WordPieceTokenizer
     try:
         train_path, valid_path, desc = download.resolve_corpus(corpus, data_dir)
@@ -337,10 +345,15 @@ def load_corpus(corpus=None, valid=None, vocab=None, cache_dir=None, data_dir=No
     log(desc)
     cache = Path(cache_dir) if cache_dir else REPO / "data"
     vocab_file = Path(vocab) if vocab else cache / "vocab-8192.txt"
+    started_with, want_hash = expect_vocab
+    if want_hash is not None and (not vocab_file.is_file() or WordPieceTokenizer.load(vocab_file).vocab_hash() != want_hash):
+        raise UserError(f"{vocab_file} is {'missing' if not vocab_file.is_file() else 'not the vocab this run started with'}"
+                        f" ({started_with}); resume with the run's own --vocab, unchanged.")
     if vocab_file.is_file():
         tok = WordPieceTokenizer.load(vocab_file)
         log(f"vocab {vocab_file} ({tok.vocab_size} tokens)")
     else:
+        check_text_file(train_path)                     # before a minute of vocab training
         log(f"training an 8192-piece WordPiece vocab on {train_path} -> {vocab_file}")
         paragraphs = (p for doc in read_documents(train_path) for p in doc)
         tok = WordPieceTokenizer.train(paragraphs, vocab_size=8192)
@@ -365,10 +378,25 @@ def holdout_split(tokens, n_heldout):
     return tokens[:-n_heldout], tokens[-n_heldout:]
 
 
-def load_tokens(bin_path):
-    """(tokens: np.memmap uint16 (N,), meta dict) for a file written by prepare()."""
+def load_tokens(bin_path, tok=None):
+    """(tokens: np.memmap uint16 (N,), meta dict) for a file written by prepare(). A .bin without its .json,
+    of another format version or size, or (with tok) made with another vocab raises UserError."""
     bin_path = Path(bin_path)
-    meta = json.loads(bin_path.with_suffix(".json").read_text(encoding="utf-8"))
+    json_path = bin_path.with_suffix(".json")
+    if not bin_path.is_file() or not json_path.is_file():
+        raise FileNotFoundError(f"{bin_path if not bin_path.is_file() else json_path} does not exist; make the token "
+                                f"files with `python data.py prepare`.")
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+        n_tokens = int(meta["n_tokens"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{json_path} is not the meta file of a prepared .bin ({e}); prepare the corpus again.") from None
+    if meta.get("format_version") != FORMAT_VERSION or bin_path.stat().st_size != 2 * n_tokens:
+        raise UserError(f"{bin_path} does not match {json_path.name} (format {meta.get('format_version')}, "
+                        f"{bin_path.stat().st_size} bytes for {n_tokens} tokens); prepare the corpus again.")
+    if tok is not None and meta.get("vocab_hash") != tok.vocab_hash():
+        raise UserError(f"{bin_path} was made with {meta.get('vocab_file')} ({meta.get('vocab_size')} tokens), not "
+                        f"this vocab ({tok.vocab_size} tokens); pass its own --vocab or prepare it again.")
     return np.memmap(bin_path, dtype=np.uint16, mode="r"), meta
 
 
@@ -512,7 +540,7 @@ def _cmd_stats(args):
     import mlm
     from tokenizer import WordPieceTokenizer
     tok = WordPieceTokenizer.load(args.vocab)
-    tokens, meta = load_tokens(args.bin)
+    tokens, meta = load_tokens(args.bin, tok)
     print(f"{args.bin}: {meta['n_tokens']:,} tokens, {meta['n_documents']:,} documents, "
           f"{meta['tokens_per_word']} tokens/word")
     loader = PackedBatches(tokens, args.seq_len, args.batch_size, tok.cls_id, tok.sep_id, seed=0)
@@ -543,29 +571,29 @@ def _cmd_stats(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Mini-BERT data: download, prepare, inspect, stats, resolve.")
+    p = ArgumentParser(description="Mini-BERT data: download, prepare, inspect, stats, resolve.")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("download", help="download a dataset (needs internet)")
     d.add_argument("name", choices=sorted(download.DATASETS))
     d.add_argument("--data-dir", default="data")
     d.add_argument("--base-url", default=None, help="mirror to fetch the files from instead")
     q = sub.add_parser("prepare", help="tokenize a corpus into a uint16 .bin + .json (cached)")
-    q.add_argument("--corpus", required=True)
-    q.add_argument("--vocab", required=True)
+    q.add_argument("--corpus", required=True, type=existing_file)
+    q.add_argument("--vocab", required=True, type=existing_file)
     q.add_argument("--out", default="data")
-    q.add_argument("--num-workers", type=int, default=None)
+    q.add_argument("--num-workers", type=at_least(1), default=None)
     i = sub.add_parser("inspect", help="read a corpus / .tsv / .conllu file and print counts")
-    i.add_argument("file")
+    i.add_argument("file", type=existing_file)
     s = sub.add_parser("stats", help="packing and masking figures for a prepared .bin")
-    s.add_argument("--bin", required=True)
-    s.add_argument("--vocab", required=True)
-    s.add_argument("--seq-len", type=int, default=64)
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--batches", type=int, default=200)
+    s.add_argument("--bin", required=True, type=existing_file)
+    s.add_argument("--vocab", required=True, type=existing_file)
+    s.add_argument("--seq-len", type=at_least(3), default=64, help="row length T ([CLS] + T-2 tokens + [SEP])")
+    s.add_argument("--batch-size", type=at_least(1), default=32)
+    s.add_argument("--batches", type=at_least(1), default=200)
     s.add_argument("--whole-word", action="store_true", help="whole-word masking")
     r = sub.add_parser("resolve", help="print the corpus and validation file train.py would use")
-    r.add_argument("--corpus", default=None)
-    r.add_argument("--data-dir", default=None)
+    r.add_argument("--corpus", default=None, type=existing_file)
+    r.add_argument("--data-dir", default=None, type=existing_dir)
     args = p.parse_args(argv)
     try:
         if args.cmd == "download":
@@ -578,8 +606,8 @@ def main(argv=None):
             _cmd_stats(args)
         elif args.cmd == "resolve":
             print(download.resolve_corpus(args.corpus, args.data_dir)[2])
-    except (DataFormatError, download.DownloadError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as e:        # UserError, DataFormatError, DownloadError among them
+        print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)
         raise SystemExit(1)
 
 

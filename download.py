@@ -11,7 +11,6 @@ Usage:
 Expect: `corpus ../shared/data/wiki_en_2015/wiki.train.txt.gz (default), validation .../wiki.valid.txt`, then
 one line per dataset file (`sst2_dev       ../shared/data/sst2/dev.tsv`, or `missing: python data.py download sst2`).
 """
-import argparse
 import hashlib
 import os
 import urllib.error
@@ -19,12 +18,12 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from config import UserError
+from config import ArgumentParser, UserError, cli, existing_dir, existing_file
 
 REPO = Path(__file__).resolve().parent
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download that failed (offline, bad checksum); the message is one line."""
 
 
@@ -207,10 +206,11 @@ def download(name, data_dir="data", base_url=None):
     return folder
 
 
+@cli
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Show which corpus train.py would use and which datasets are present.")
-    p.add_argument("--corpus", default=None, help="a training text (default: the resolver's choice)")
-    p.add_argument("--data-dir", default=None, help="where to look (default: default_data_dir())")
+    p = ArgumentParser(description="Show which corpus train.py would use and which datasets are present.")
+    p.add_argument("--corpus", default=None, type=existing_file, help="a training text (default: the resolver's choice)")
+    p.add_argument("--data-dir", default=None, type=existing_dir, help="where to look (default: default_data_dir())")
     args = p.parse_args(argv)
     try:
         print(resolve_corpus(args.corpus, args.data_dir)[2])

@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from checkpoint import load_checkpoint, random_init_like
-from config import UserError
+from config import ArgumentParser, UserError, at_least, cli, existing_file
 from download import dataset_path
 
 SENTENCES = ["The quick brown fox jumps over the lazy dog because it was bored.",
@@ -49,10 +49,16 @@ def since(t0):
     return w - t0[0], c - t0[1]
 
 
-def fail(msg):
-    """One clear line naming the problem and the fix, then exit."""
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
+PARTS = ("mlm", "probe", "sst2", "attention", "repr", "overfit")
+
+
+def parts(text):
+    """argparse type for --skip: a comma-separated subset of PARTS."""
+    got = set(text.split(",")) - {""}
+    if not got <= set(PARTS):
+        raise argparse.ArgumentTypeError(f"unknown part(s) {','.join(sorted(got - set(PARTS)))}; choose from "
+                                         f"{','.join(PARTS)}")
+    return got
 
 
 # ---- 1. held-out MLM ----
@@ -286,27 +292,27 @@ def write_report(path, ctx):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+@cli
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Evaluate a Mini-BERT checkpoint and write DIR/report.md.")
+    count = at_least(1)
+    p = ArgumentParser(description="Evaluate a Mini-BERT checkpoint and write DIR/report.md.")
     p.add_argument("--checkpoint", required=True, help="run folder written by train.py, or a .npz checkpoint")
-    p.add_argument("--vocab", default=None, help="vocab.txt (default: found next to the checkpoint or in data/)")
+    p.add_argument("--vocab", default=None, type=existing_file,
+                   help="vocab.txt (default: found next to the checkpoint or in data/)")
     p.add_argument("--quick", action="store_true", help="subsets everywhere: a few minutes")
     p.add_argument("--overfit_one_batch", action="store_true", help="only the one-batch overfitting check")
-    p.add_argument("--skip", default="", help="comma-separated parts to skip: mlm,probe,sst2,attention,repr,overfit")
-    p.add_argument("--mlm-batches", type=int, default=None, help="held-out batches of 32 (default 80, quick 5)")
-    p.add_argument("--probe-sentences", type=int, default=None, help="probe train sentences (default all, quick 1000)")
-    p.add_argument("--sst2-samples", type=int, default=None, help="SST-2 train phrases (default 12000, quick 2000)")
-    p.add_argument("--sst2-epochs", type=int, default=None, help="default 2 (quick too)")
-    p.add_argument("--sst2-seeds", type=int, default=None, help="default 3, quick 1")
+    p.add_argument("--skip", default=set(), type=parts, help=f"comma-separated parts to skip: {','.join(PARTS)}")
+    p.add_argument("--mlm-batches", type=count, default=None, help="held-out batches of 32 (default 80, quick 5)")
+    p.add_argument("--probe-sentences", type=count, default=None, help="probe train sentences (default all, quick 1000)")
+    p.add_argument("--sst2-samples", type=count, default=None, help="SST-2 train phrases (default 12000, quick 2000)")
+    p.add_argument("--sst2-epochs", type=count, default=None, help="default 2 (quick too)")
+    p.add_argument("--sst2-seeds", type=count, default=None, help="default 3, quick 1")
     args = p.parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)      # progress lines appear at once in a redirected log
     t_start = now()
-    try:
-        model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
-        valid = dataset_path("wiki_valid")
-    except UserError as e:
-        fail(str(e))
+    model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
+    valid = dataset_path("wiki_valid")
     cfg, run_dir = model.config, info["run_dir"]
     out = run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
@@ -315,7 +321,7 @@ def main(argv=None):
     probe_n = args.probe_sentences or (1000 if q else None)
     sst_n, sst_ep, sst_seeds = args.sst2_samples or (2000 if q else 12000), args.sst2_epochs or 2, \
         args.sst2_seeds or (1 if q else 3)
-    skip = set(args.skip.split(",")) - {""}
+    skip = args.skip
     base = ["--checkpoint", str(info["checkpoint"]), "--vocab", str(info["vocab"])]
     commands = {"evaluate": "python evaluate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                 "overfit": f"python evaluate.py --checkpoint {args.checkpoint} --overfit_one_batch"}
@@ -331,6 +337,9 @@ def main(argv=None):
     meta = prepare(valid, info["vocab"], out, num_workers=1, verbose=False)   # cached in DIR/eval, as train.py does
     tokens = np.asarray(load_tokens(meta["bin"])[0], dtype=np.int64)
     n_mlm = min(n_mlm, len(tokens) // ((T - 2) * 32))
+    if n_mlm < 1:
+        raise UserError(f"{valid} gives {len(tokens)} tokens, fewer than one held-out batch of 32 x {T} needs; "
+                        f"set MINIBERT_DATA_DIR to a folder with a longer wiki_en_2015/wiki.valid.txt.")
     batches = heldout_batches(tokens, T, 32, n_mlm)
     times["tokenize held-out text"] = since(t)
 

@@ -10,14 +10,16 @@ Usage:
 Expect (mini): `wrote runs/mini/hf: config.json, model.safetensors, vocab.txt (model.safetensors 11.9 MB, 59 tensors)`;
 the HF model then gives logits within 1e-6 of ours (tests/test_hf_reference.py).
 """
-import argparse
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from config import ArgumentParser, UserError, cli, existing_file
 from model import MiniBERT, to_hf_state_dict
+from tokenizer import WordPieceTokenizer
 
 SAFETENSORS_DTYPES = {np.dtype("float32"): "F32", np.dtype("float64"): "F64", np.dtype("float16"): "F16",
                       np.dtype("int64"): "I64"}
@@ -98,13 +100,30 @@ def save_hf(model, out_dir, vocab_file=None):
     return out
 
 
+@cli
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Export a MiniBERT .npz checkpoint to a Hugging Face folder.")
-    p.add_argument("checkpoint", help="an .npz written by MiniBERT.save")
+    p = ArgumentParser(description="Export a MiniBERT .npz checkpoint to a Hugging Face folder.")
+    p.add_argument("checkpoint", type=existing_file, help="an .npz written by MiniBERT.save (best.npz, last.npz)")
     p.add_argument("out_dir")
-    p.add_argument("--vocab", default=None, help="vocab.txt to copy next to the weights")
+    p.add_argument("--vocab", default=None, type=existing_file, help="vocab.txt to copy next to the weights")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in out_dir")
     args = p.parse_args(argv)
-    model = MiniBERT.load(args.checkpoint)
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; pass out_dir a folder.")
+    if (out / "model.safetensors").is_file() and not args.overwrite:
+        raise UserError(f"{out} already holds an export (model.safetensors); pass --overwrite to replace it, or "
+                        f"another out_dir.")
+    try:
+        model = MiniBERT.load(args.checkpoint)
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(f"cannot load {args.checkpoint} as a model ({str(e)[:160]}); pass best.npz or last.npz of "
+                        f"a train.py run (resume.npz holds the optimizer too).") from None
+    if args.vocab is not None:
+        n = WordPieceTokenizer.load(args.vocab).vocab_size              # a bad vocab.txt: one line, here
+        if n != model.config.vocab_size:
+            raise UserError(f"vocab {args.vocab} has {n} tokens but {args.checkpoint} has vocab_size "
+                            f"{model.config.vocab_size}; pass --vocab the vocab.txt used for training.")
     out = save_hf(model, args.out_dir, args.vocab)
     size = (out / "model.safetensors").stat().st_size
     names = sorted(q.name for q in out.iterdir())

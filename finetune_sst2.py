@@ -22,10 +22,8 @@ of train, 0.810 on the same 12,000 phrases; random init 0.791 +- 0.004; a barely
 0.782 +- 0.004 (the README has the 60-minute checkpoint). The last line gives dev accuracy, mean +- sd.
 """
 # B batch, T sequence, H hidden, C classes, N examples, F bag-of-words features
-import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -33,8 +31,9 @@ import numpy as np
 from tqdm import tqdm
 
 from checkpoint import load_checkpoint, random_init_like
-from config import UserError
+from config import ArgumentParser, UserError, at_least, cli, existing_file, fraction, positive
 from download import dataset_path
+from tokenizer import check_text_file
 
 
 # ---- classifier head: forward and backward side by side ----
@@ -96,6 +95,7 @@ def predict(model, head, seqs, batch_size=128):
 
 def read_tsv(path):
     """Any 'sentence<TAB>label' file (header optional, label optional) -> (sentences, labels or None)."""
+    check_text_file(path)                                   # UTF-8 (else file:line) and not empty
     rows = [line.rstrip("\n").split("\t") for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     if rows and rows[0][0].strip().lower() == "sentence":
         rows = rows[1:]
@@ -206,36 +206,40 @@ def plot_curves(runs, path, title):
     fig.suptitle(title); fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 
+@cli
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Fine-tune Mini-BERT on SST-2 (and the BoW / random-init controls).")
+    count = at_least(1)
+    p = ArgumentParser(description="Fine-tune Mini-BERT on SST-2 (and the BoW / random-init controls).")
     p.add_argument("--checkpoint", required=True, help="run folder written by train.py, or a .npz checkpoint")
-    p.add_argument("--vocab", default=None, help="vocab.txt (default: found next to the checkpoint)")
+    p.add_argument("--vocab", default=None, type=existing_file, help="vocab.txt (default: found next to the checkpoint)")
     p.add_argument("--random-init", action="store_true", help="control: same config and recipe, random weights")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--max_samples", type=int, default=6000, help="random train subset (0 = all 67,349 phrases)")
-    p.add_argument("--lr", type=float, default=3e-4, help="peak lr (3e-4 beat 1e-4 and 1e-3 in a 4000-phrase test)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...); reports mean +- sd")
-    p.add_argument("--dropout", type=float, default=0.1, help="dropout in the encoder and on the pooled [CLS]")
-    p.add_argument("--train", default=None, help="SST-2 train.tsv (default: in the data dir)")
-    p.add_argument("--dev", default=None, help="SST-2 dev.tsv (default: in the data dir)")
-    p.add_argument("--predict", default=None, help="a sentence<TAB>label .tsv to score with the best model")
+    p.add_argument("--epochs", type=count, default=2)
+    p.add_argument("--max_samples", type=at_least(0), default=6000, help="random train subset (0 = all 67,349 phrases)")
+    p.add_argument("--lr", type=positive, default=3e-4, help="peak lr (3e-4 beat 1e-4 and 1e-3 in a 4000-phrase test)")
+    p.add_argument("--batch-size", type=count, default=32)
+    p.add_argument("--seeds", type=count, default=1, help="number of seeds (0, 1, ...); reports mean +- sd")
+    p.add_argument("--dropout", type=fraction(), default=0.1, help="dropout in the encoder and on the pooled [CLS]")
+    p.add_argument("--train", default=None, type=existing_file, help="SST-2 train.tsv (default: in the data dir)")
+    p.add_argument("--dev", default=None, type=existing_file, help="SST-2 dev.tsv (default: in the data dir)")
+    p.add_argument("--predict", default=None, type=existing_file,
+                   help="a sentence<TAB>label .tsv to score with the best model")
     p.add_argument("--no-bow", action="store_true", help="skip the bag-of-words floor")
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint dir>/eval)")
     args = p.parse_args(argv)
     t0 = time.time()
     from data import read_sst2
-    try:
-        model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
-        train_path, dev_path = Path(args.train or dataset_path("sst2_train")), Path(args.dev or dataset_path("sst2_dev"))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
     T = model.config.max_position_embeddings
+    splits = {}
+    for split in ("train", "dev"):                          # every file read before any work or output
+        path = Path(getattr(args, split) or dataset_path("sst2_" + split))
+        splits[split] = read_sst2(path)
+        if len(splits[split][0]) == 0:
+            raise UserError(f"{path} holds no sentence<TAB>label row; pass --{split} an SST-2 .tsv file.")
+    (tr_s, tr_y), (dv_s, dv_y) = splits["train"], splits["dev"]
+    to_predict = read_tsv(args.predict) if args.predict else None
     out = Path(args.out) if args.out else info["run_dir"] / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    tr_s, tr_y = read_sst2(train_path)
-    dv_s, dv_y = read_sst2(dev_path)
     res = {"checkpoint": str(info["checkpoint"]), "init": "random" if args.random_init else "pretrained",
            "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "dropout": args.dropout,
            "train_total": len(tr_s)}
@@ -267,8 +271,8 @@ def main(argv=None):
     accs = np.array([h["best_dev_acc"] for h in hists])
     res.update(dev_acc_per_seed=accs.tolist(), dev_acc_mean=float(accs.mean()), dev_acc_sd=float(accs.std(ddof=1))
                if len(accs) > 1 else 0.0, runs=[{k: h[k] for k in ("seed", "dev_acc", "best_dev_acc", "ms_per_step")} for h in hists])
-    if args.predict:
-        sents, labels = read_tsv(args.predict)
+    if to_predict is not None:
+        sents, labels = to_predict
         pseqs, _ = encode(tok, sents, T)
         probs = predict(best[1], best[2], pseqs)
         pred_path = out / "predictions.tsv"

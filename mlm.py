@@ -9,12 +9,12 @@ Expect: the loss of uniform logits equals ln(V) exactly. With --checkpoint: the 
 literal [MASK] stays one token), then for each [MASK] its top-k pieces with their probabilities, highest
 first; LEARNING.md (phase 5) shows the output of the default run.
 """
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from config import ArgumentParser, UserError, at_least, cli, existing_file
 
 IGNORE_INDEX = -100   # labels equal to this are not scored (PyTorch's ignore_index)
 
@@ -167,32 +167,27 @@ def demo(V):
     print(f"uniform logits over V={V}: loss {loss:.6f} | ln(V) {np.log(V):.6f} | dlogits {dlogits.shape}")
 
 
-def fail(msg):
-    """One line naming the problem and the fix, then exit (no traceback)."""
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
-
-
+@cli
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Tiny demo of the MLM loss; with --checkpoint, fill in the [MASK]s "
-                                            "of a sentence with a trained model.")
+    p = ArgumentParser(description="Tiny demo of the MLM loss; with --checkpoint, fill in the [MASK]s "
+                                   "of a sentence with a trained model.")
     p.add_argument("text", nargs="*", help='with --checkpoint: sentences holding [MASK], '
                                            'e.g. "the capital of france is [MASK] ."')
     p.add_argument("--checkpoint", default=None, help="run folder written by train.py (e.g. runs/mini) or a .npz")
-    p.add_argument("--vocab", default=None, help="vocab.txt (default: the one found for the checkpoint)")
-    p.add_argument("--top-k", type=int, default=5, help="pieces to show per [MASK]")
-    p.add_argument("--vocab-size", type=int, default=13, help="the demo without --checkpoint: V of its batch")
+    p.add_argument("--vocab", default=None, type=existing_file,
+                   help="vocab.txt (default: the one found for the checkpoint)")
+    p.add_argument("--top-k", type=at_least(1), default=5, help="pieces to show per [MASK]")
+    p.add_argument("--vocab-size", type=at_least(6), default=13,
+                   help="the demo without --checkpoint: V of its batch (5 special tokens + at least one word)")
     args = p.parse_args(argv)
     if args.checkpoint is None:
         if args.text:
-            fail("a text needs a model: add --checkpoint runs/mini (the folder train.py wrote) before it.")
+            raise UserError("a text needs a model: add --checkpoint runs/mini (the folder train.py wrote) before it.")
         demo(args.vocab_size)
         return None
     if not args.text:
-        fail('--checkpoint needs a text with [MASK], e.g. "the capital of france is [MASK] ."')
-    if args.top_k < 1:
-        fail(f"--top-k must be at least 1, got {args.top_k}.")
-    from evaluate import load_checkpoint                            # finds the checkpoint and its vocab
+        raise UserError('--checkpoint needs a text with [MASK], e.g. "the capital of france is [MASK] ."')
+    from checkpoint import load_checkpoint                          # finds the checkpoint and its vocab
     ckpt = Path(args.checkpoint)
     run_json = (ckpt if ckpt.is_dir() else ckpt.parent) / "run.json"    # train.py records its vocab there
     try:
@@ -204,12 +199,12 @@ def main(argv=None):
         vocab = run["vocab_file"]
     model, tok, info = load_checkpoint(args.checkpoint, vocab)
     if run.get("vocab_hash") and run["vocab_hash"] != tok.vocab_hash():
-        fail(f"vocab {info['vocab']} is not the one {info['checkpoint']} was trained with (run.json records "
-             f"another hash); pass --vocab the vocab.txt used for training.")
+        raise UserError(f"vocab {info['vocab']} is not the one {info['checkpoint']} was trained with (run.json "
+                        f"records another hash); pass --vocab the vocab.txt used for training.")
     try:
         out = [(text,) + fill_mask(model, tok, text, args.top_k) for text in args.text]
     except ValueError as e:
-        fail(str(e))
+        raise UserError(str(e)) from None
     c = model.config
     print(f"checkpoint {info['checkpoint']} | {c.num_hidden_layers} layers, H={c.hidden_size}, V={c.vocab_size}")
     for text, ids, results in out:
@@ -219,6 +214,7 @@ def main(argv=None):
             for rank, (piece, prob) in enumerate(top, 1):
                 print(f"  {rank}. {piece:<16} {prob:.4f}")
     return [results for _, _, results in out]
+
 
 if __name__ == "__main__":
     main()

@@ -10,11 +10,12 @@ Usage:
 Expect: lr rises linearly to max_lr over the warmup, then falls to min_lr at `total`; the AdamW demo
 moves every parameter by about lr on its first step (m_hat / sqrt(v_hat) = sign(g) at step 1).
 """
-import argparse
 import math
 import threading
 
 import numpy as np
+
+from config import ArgumentParser, at_least, positive
 
 
 def row_blocks(shape, block=1 << 18):
@@ -147,13 +148,15 @@ def clip_grad_norm(grads, max_norm):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Print the LR schedule and one AdamW step on a toy problem.")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--total", type=int, default=1000)
+    p = ArgumentParser(description="Print the LR schedule and one AdamW step on a toy problem.")
+    p.add_argument("--lr", type=positive, default=1e-3)
+    p.add_argument("--warmup", type=at_least(0), default=100)
+    p.add_argument("--total", type=at_least(1), default=1000)
     p.add_argument("--schedule", default="linear", choices=["linear", "cosine", "constant"])
-    p.add_argument("--min-lr", type=float, default=1e-4)
+    p.add_argument("--min-lr", type=at_least(0.0, float), default=1e-4)
     args = p.parse_args(argv)
+    if args.warmup >= args.total:
+        p.error(f"--warmup {args.warmup} must be below --total {args.total}")
     for s in (0, args.warmup // 2, args.warmup - 1, args.warmup, (args.warmup + args.total) // 2,
               args.total - 1, args.total):
         print(f"step {s:5d} | lr {lr_at(s, args.lr, args.warmup, args.total, args.schedule, args.min_lr):.3e}")

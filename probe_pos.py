@@ -25,7 +25,6 @@ Writes OUT/probe_results.json and OUT/probe_by_layer.png; the last line is the b
 # B batch, T sequence, H hidden, L layers, C classes (tags), N words
 import argparse
 import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from checkpoint import load_checkpoint, random_init_like
-from config import UserError
+from config import ArgumentParser, UserError, at_least, cli, existing_file, positive
 from download import dataset_path
 
 
@@ -192,41 +191,57 @@ def control_tags(all_words, train_tags, seed):
     return dict(zip(types, rng.choice(len(counts), size=len(types), p=counts / counts.sum()).tolist()))
 
 
+def layer_list(text):
+    """argparse type for --layers: comma-separated layer numbers, e.g. 0,3 (checked against the model later)."""
+    try:
+        layers = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated layer numbers such as 0,3, got {text!r}") from None
+    if min(layers) < 0 or len(set(layers)) != len(layers):
+        raise argparse.ArgumentTypeError(f"must be distinct layer numbers >= 0, got {text!r}")
+    return layers
+
+
+@cli
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Linear POS probe per layer, with majority, lookup, random-init "
-                                            "and control-task baselines.")
+    p = ArgumentParser(description="Linear POS probe per layer, with majority, lookup, random-init "
+                                   "and control-task baselines.")
     p.add_argument("--checkpoint", required=True, help="run folder written by train.py, or a .npz checkpoint")
-    p.add_argument("--vocab", default=None, help="vocab.txt (default: found next to the checkpoint)")
-    p.add_argument("--train", default=None, help="CoNLL-U train file (default: UD English-EWT in the data dir)")
-    p.add_argument("--dev", default=None)
-    p.add_argument("--test", default=None)
-    p.add_argument("--max_sentences", type=int, default=None, help="use the first N train sentences (dev/test: N/4)")
-    p.add_argument("--layers", default=None, help="comma-separated layers, e.g. 0,3 (default: all, 0 = embeddings)")
+    p.add_argument("--vocab", default=None, type=existing_file, help="vocab.txt (default: found next to the checkpoint)")
+    p.add_argument("--train", default=None, type=existing_file,
+                   help="CoNLL-U train file (default: UD English-EWT in the data dir)")
+    p.add_argument("--dev", default=None, type=existing_file)
+    p.add_argument("--test", default=None, type=existing_file)
+    p.add_argument("--max_sentences", type=at_least(1), default=None,
+                   help="use the first N train sentences (dev/test: N/4)")
+    p.add_argument("--layers", default=None, type=layer_list,
+                   help="comma-separated layers, e.g. 0,3 (default: all, 0 = embeddings)")
     p.add_argument("--xpos", action="store_true", help="probe the PTB tags (XPOS) instead of UPOS")
     p.add_argument("--pooling", default="first", choices=["first", "mean"], help="word = first piece, or mean")
-    p.add_argument("--epochs", type=int, default=20, help="max probe epochs (early stopping on dev)")
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0, help="probe init/shuffle, random-init model and control task")
+    p.add_argument("--epochs", type=at_least(1), default=20, help="max probe epochs (early stopping on dev)")
+    p.add_argument("--lr", type=positive, default=3e-3)
+    p.add_argument("--seed", type=at_least(0), default=0, help="probe init/shuffle, random-init model and control task")
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint dir>/eval)")
     args = p.parse_args(argv)
     t0 = time.time()
     from data import read_conllu
-    try:
-        model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
-        paths = {name: Path(getattr(args, name) or dataset_path("ud_ewt_" + name)) for name in ("train", "dev", "test")}
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
     cfg = model.config
-    out = Path(args.out) if args.out else info["run_dir"] / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    layers = list(range(cfg.num_hidden_layers + 1)) if args.layers is None else [int(x) for x in args.layers.split(",")]
+    layers = list(range(cfg.num_hidden_layers + 1)) if args.layers is None else args.layers
+    if max(layers) > cfg.num_hidden_layers:
+        raise UserError(f"--layers {max(layers)}: {info['checkpoint']} has layers 0 (embeddings) to "
+                        f"{cfg.num_hidden_layers}.")
     field = "xpos" if args.xpos else "upos"
     splits = {}
     for name, n_max in (("train", args.max_sentences), ("dev", None if args.max_sentences is None else
                          max(1, args.max_sentences // 4)), ("test", None if args.max_sentences is None else
                          max(1, args.max_sentences // 4))):
-        splits[name] = read_conllu(paths[name])[:n_max]
+        path = Path(getattr(args, name) or dataset_path("ud_ewt_" + name))
+        splits[name] = read_conllu(path)[:n_max]
+        if not splits[name]:
+            raise UserError(f"{path} holds no CoNLL-U sentence; pass --{name} a .conllu file.")
+    out = Path(args.out) if args.out else info["run_dir"] / "eval"
+    out.mkdir(parents=True, exist_ok=True)
     tagset = sorted({t for s in splits["train"] for t in s[field]})
     tag_id = {t: i for i, t in enumerate(tagset)}
     print(f"probe: {field.upper()} ({len(tagset)} tags), layers {layers}, pooling {args.pooling}, "

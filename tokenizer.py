@@ -34,7 +34,6 @@ on that corpus, [UNK] 1.4e-4 of tokens. bench on wiki.train.small.txt: ids ident
 BertTokenizerFast on 38032 of 38032 lines; 0.6-0.8M words/s in one process (cold cache) against
 0.16-0.19M for BertTokenizerFast, 0.03-0.04M for the Python BertTokenizer.
 """
-import argparse
 import gzip
 import hashlib
 import io
@@ -50,6 +49,8 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
+
+from config import ArgumentParser, UserError, at_least, cli, existing_file
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]   # ids 0..4, fixed by the contract
 MAX_INPUT_CHARS_PER_WORD = 100      # BERT: a longer word becomes [UNK]
@@ -237,12 +238,22 @@ class WordPieceTokenizer:
 
     @classmethod
     def load(cls, vocab_file):
-        """Read a BERT vocab.txt (one token per line, id = line number)."""
-        if not Path(vocab_file).exists():
+        """Read a BERT vocab.txt (one token per line, id = line number). A file that is not one (bad UTF-8,
+        a missing or misplaced special token, a duplicate) raises UserError naming the file."""
+        if not Path(vocab_file).is_file():
             raise FileNotFoundError(f"no vocabulary at {vocab_file}; train one with `python tokenizer.py "
                                     f"train --corpus FILE --vocab-size 8192 --out {vocab_file}`")
-        with open(vocab_file, encoding="utf-8") as f:
-            return cls([line.rstrip("\n") for line in f])
+        try:
+            with open(vocab_file, encoding="utf-8") as f:
+                tokens = [line.rstrip("\n") for line in f]
+        except UnicodeDecodeError:
+            check_text_file(vocab_file)                     # names the line
+            raise
+        try:
+            return cls(tokens)
+        except ValueError as e:
+            raise UserError(f"{vocab_file} is not a WordPiece vocab.txt: {e}; use one written by `python "
+                            f"tokenizer.py train`.") from None
 
     def save(self, vocab_file):
         Path(vocab_file).parent.mkdir(parents=True, exist_ok=True)
@@ -379,7 +390,11 @@ class WordPieceTokenizer:
                     min_char_count = n
                     break
         room = min(vocab_size - len(SPECIAL_TOKENS), limit_alphabet or max(256, vocab_size // 8))
-        alphabet = [tok for tok, n in ranked if n >= min_char_count][:room]
+        alphabet = [tok for tok, n in ranked if n >= min_char_count][:limit_alphabet or max(256, vocab_size // 8)]
+        if len(alphabet) > room:                # the vocab cannot hold the specials and the alphabet
+            raise UserError(f"vocab_size {vocab_size} cannot hold the {len(SPECIAL_TOKENS)} special tokens and the "
+                            f"{len(alphabet)} characters of the corpus; use a vocab size of at least "
+                            f"{len(SPECIAL_TOKENS) + len(alphabet)} (or a smaller limit_alphabet).")
         tokens = SPECIAL_TOKENS + sorted(alphabet, key=lambda t: (t.startswith("##"), t))
         sym_id = {t: i for i, t in enumerate(tokens)}
 
@@ -507,6 +522,36 @@ def iter_blocks(path, block_chars=1 << 22, progress=False):
             bar.close()
 
 
+def check_text_file(path):
+    """Before any work on a .txt/.gz corpus: every byte must be UTF-8 and some of it not whitespace. Raises
+    UserError naming `file:line` for the first bad byte, or the file when it holds no text. One pass over the
+    file in 4 MB blocks cut at newlines (a newline byte never sits inside a UTF-8 character)."""
+    path = Path(path)
+    lines_before, has_text, rest = 0, False, b""
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            while True:
+                block = f.read(1 << 22)
+                buf = rest + block
+                cut = buf.rfind(b"\n") + 1 if block else len(buf)
+                chunk, rest = buf[:cut], buf[cut:]
+                try:
+                    text = chunk.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    line = lines_before + chunk.count(b"\n", 0, e.start) + 1
+                    raise UserError(f"{path}:{line}: not valid UTF-8 ({e.reason}); save the file as UTF-8 "
+                                    f"(e.g. iconv -f latin1 -t utf-8).") from None
+                has_text = has_text or (len(text) > 0 and not text.isspace())
+                lines_before += chunk.count(b"\n")
+                if not block:
+                    break
+    except (OSError, EOFError) as e:                      # a truncated or corrupt .gz
+        raise UserError(f"cannot read {path} ({e}); pass a plain-text or gzip file.") from None
+    if not has_text:
+        raise UserError(f"{path} holds no text (it is empty or whitespace only); pass a corpus with one paragraph "
+                        f"per line.")
+
+
 def _progress(iterable, enabled, desc, **kw):
     if not enabled:
         return iterable
@@ -518,11 +563,19 @@ def _progress(iterable, enabled, desc, **kw):
 
 def _cmd_train(args):
     t0 = time.time()
+    out = Path(args.out)
+    if out.is_dir() or (out.exists() and not args.overwrite):
+        raise UserError(f"{out} is a folder; pass --out the vocab file to write." if out.is_dir() else
+                        f"{out} exists (the models and token files made with it need it unchanged); pass --overwrite "
+                        f"to replace it, or another --out.")
+    check_text_file(args.corpus)
     size = Path(args.corpus).stat().st_size
     tok = WordPieceTokenizer.train(iter_blocks(args.corpus, progress=True), vocab_size=args.vocab_size,
                                    limit_alphabet=args.limit_alphabet,
                                    min_word_count=args.min_word_count, progress=True)
     tok.save(args.out)
+    if tok.vocab_size < args.vocab_size:
+        print(f"note: the corpus has only {tok.vocab_size} distinct pieces, fewer than --vocab-size {args.vocab_size}")
     print(f"{size / 1e6:.0f} MB corpus -> {tok.vocab_size} tokens in {time.time() - t0:.1f} s "
           f"(sha256 {tok.vocab_hash()[:12]}), saved to {args.out}")
 
@@ -536,8 +589,12 @@ def _cmd_encode(args):
 
 
 def _cmd_bench(args):
+    WordPieceTokenizer.load(args.vocab)                    # a bad vocab fails before any work
+    check_text_file(args.corpus)
     lines = [l for l in iter_lines(args.corpus, args.lines) if l.strip()]
     n_words = sum(len(l.split()) for l in lines)
+    if not lines:
+        raise UserError(f"the first {args.lines} lines of {args.corpus} are blank; pass more --lines.")
     print(f"{len(lines)} lines, {n_words} words from {args.corpus}; vocab {args.vocab}")
     rows = []                                               # (name, words/s)
     for workers in sorted({1, args.workers}):
@@ -580,30 +637,30 @@ def _cmd_bench(args):
     print(f"tokens per whitespace word: {n_tokens / n_words:.3f} | [UNK]: {unk:.1e} of tokens")
 
 
+@cli
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="learn a vocabulary from a .txt/.gz corpus")
-    t.add_argument("--corpus", required=True)
-    t.add_argument("--vocab-size", type=int, default=8192)
+    t.add_argument("--corpus", required=True, type=existing_file)
+    t.add_argument("--vocab-size", type=at_least(len(SPECIAL_TOKENS) + 1), default=8192,
+                   help="tokens in the vocabulary, the 5 special ones included")
     t.add_argument("--out", default=str(DEFAULT_VOCAB))
-    t.add_argument("--limit-alphabet", type=int, default=None, help="most single-character tokens to keep")
-    t.add_argument("--min-word-count", type=int, default=1, help="rarer words take no part in merges")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    t.add_argument("--limit-alphabet", type=at_least(1), default=None, help="most single-character tokens to keep")
+    t.add_argument("--min-word-count", type=at_least(1), default=1, help="rarer words take no part in merges")
     e = sub.add_parser("encode", help="print the pieces and ids of a text")
     e.add_argument("text", nargs="+")
     e.add_argument("--vocab", default=str(DEFAULT_VOCAB))
     b = sub.add_parser("bench", help="words/s of this tokenizer next to HF BertTokenizerFast")
-    b.add_argument("--corpus", required=True)
+    b.add_argument("--corpus", required=True, type=existing_file)
     b.add_argument("--vocab", default=str(DEFAULT_VOCAB))
-    b.add_argument("--lines", type=int, default=None, help="only the first N lines")
-    b.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    b.add_argument("--slow-lines", type=int, default=0, help="also time HF's Python BertTokenizer on N lines")
+    b.add_argument("--lines", type=at_least(1), default=None, help="only the first N lines")
+    b.add_argument("--workers", type=at_least(1), default=os.cpu_count() or 1)
+    b.add_argument("--slow-lines", type=at_least(0), default=0, help="also time HF's Python BertTokenizer on N lines")
     b.add_argument("--no-hf", action="store_true", help="time this tokenizer only")
     args = p.parse_args(argv)
-    try:
-        {"train": _cmd_train, "encode": _cmd_encode, "bench": _cmd_bench}[args.cmd](args)
-    except FileNotFoundError as e:
-        sys.exit(f"error: {e}")
+    {"train": _cmd_train, "encode": _cmd_encode, "bench": _cmd_bench}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -51,12 +51,12 @@ from pathlib import Path
 import numpy as np
 
 import data
-import download
 import gradients
 import metrics
 import mlm
-from checkpoint import load_resume, save_checkpoint
-from config import PRESETS, UserError, get_config
+from checkpoint import check_out_dir, load_resume, save_checkpoint
+from config import (PRESETS, ArgumentParser, UserError, at_least, cli, existing_dir, existing_file, fraction,
+                    get_config, positive)
 from model import MiniBERT
 from optimizer import AdamW, clip_grad_norm, lr_at, row_blocks
 from workers import Workers, peak_rss_mb, tune_malloc
@@ -219,8 +219,6 @@ def run(args, given):
     state = None
     if args.resume:
         ckpt = out / "resume.npz"
-        if not ckpt.is_file():
-            raise UserError(f"--resume: no checkpoint {ckpt}; start the run without --resume.")
         model, opt_state, state = load_resume(ckpt)
         saved = state["args"]
         keep = CLI_ONLY | (RESUME_OVERRIDES & given)
@@ -233,10 +231,17 @@ def run(args, given):
         log(f"resuming {ckpt} at step {state['step']}")
     if args.steps is None and args.time_budget is None:
         args.time_budget = 90.0
-    tok, tokens, valid, files = data.load_corpus(args.corpus, args.valid, args.vocab, args.cache_dir, args.data_dir, log)
+    started = (state or {}).get("files", {})                       # resuming: the vocab must be the run's own
+    tok, tokens, valid, files = data.load_corpus(args.corpus, args.valid, args.vocab, args.cache_dir, args.data_dir,
+                                                 log, expect_vocab=(started.get("vocab_file"), started.get("vocab_hash")))
     config = get_config(args.preset, vocab_size=tok.vocab_size, hidden_dropout_prob=args.dropout,
                         attention_probs_dropout_prob=args.dropout)
     T = config.max_position_embeddings
+    need = 2 * (T - 2) + (40 * T if valid is None else 0)          # two rows (+ a held-out stream cut from the end)
+    if len(tokens) < need:
+        raise UserError(f"{files['corpus']} gives {len(tokens)} tokens, fewer than the {need} that rows of T={T} "
+                        f"{'and a held-out stream ' if valid is None else ''}need; pass a larger --corpus"
+                        f"{' or a --valid file' if valid is None else ''}.")
     if valid is None:                                               # hold out the end of the training stream
         tokens, valid = data.holdout_split(tokens, max(len(tokens) // 200, 40 * T))
     tok_info = {"vocab_size": tok.vocab_size, "special_ids": list(tok.special_ids), "mask_id": tok.mask_id,
@@ -261,9 +266,6 @@ def run(args, given):
         (out / "run.json").write_text(json.dumps({**files, "config": config.to_dict(), "args": vars(args)}, indent=1),
                                       encoding="utf-8")                 # what evaluation needs to find the vocab
     else:
-        if state.get("files", {}).get("vocab_hash", files["vocab_hash"]) != files["vocab_hash"]:
-            raise UserError(f"{files['vocab_file']} is not the vocab this run started with "
-                            f"({state['files']['vocab_file']}); resume with the run's own --vocab.")
         config = model.config
         batches.load_state_dict(state["data"])
         rng.bit_generator.state = state["rng"]
@@ -414,20 +416,35 @@ def run(args, given):
 
 # ---- command line ----
 
+_count, _fraction = at_least(1), fraction()
+CHECKS = {  # what each flag's value must be (config.py's argparse types): a bad one is a one-line error at once
+    "corpus": existing_file, "valid": existing_file, "vocab": existing_file, "data_dir": existing_dir,
+    "plot": existing_dir, "steps": _count, "batch_size": _count, "accum": _count, "threads": _count,
+    "eval_every": _count, "eval_batches": _count, "save_every": _count, "log_every": _count, "stop_at": _count,
+    "warmup": at_least(0), "seed": at_least(0), "time_budget": positive, "lr": positive, "qk_std": positive,
+    "min_lr": at_least(0.0, float), "weight_decay": at_least(0.0, float), "clip": at_least(0.0, float),
+    "warmup_frac": _fraction, "beta2": _fraction, "dropout": _fraction, "mask_prob": fraction(low_open=True),
+}
+
+
 def build_parser(suppress=False):
-    """suppress=True: no defaults, so parse_args returns only the flags actually given (for --resume)."""
-    p = argparse.ArgumentParser(description="Pretrain Mini-BERT with masked language modelling.",
-                                argument_default=argparse.SUPPRESS if suppress else None)
+    """suppress=True: no defaults, so parse_args returns only the flags actually given (for --resume).
+    Each flag named in CHECKS gets its check as its argparse type."""
+    p = ArgumentParser(description="Pretrain Mini-BERT with masked language modelling.",
+                       argument_default=argparse.SUPPRESS if suppress else None)
 
     def add(*flags, **kw):
         if suppress:
             kw.pop("default", None)
+        check = CHECKS.get(flags[0][2:].replace("-", "_"))
+        if check is not None:
+            kw["type"] = check
         p.add_argument(*flags, **kw)
     add("--preset", default="mini", choices=sorted(PRESETS), help="model size (config.py)")
-    add("--corpus", default=None, help="training text (default: data.py's resolver, wiki_en_2015 here)")
+    add("--corpus", default=None, help="training text (default: download.py's resolver, wiki_en_2015 here)")
     add("--valid", default=None, help="held-out text (default: the validation file next to the corpus)")
     add("--data-dir", default=None, help="where to look for the default corpus (default: download.default_data_dir())")
-    add("--vocab", default=None, help="WordPiece vocab file (default data/vocab-8192.txt; trained if missing)")
+    add("--vocab", default=None, help="WordPiece vocab file (default data/vocab-8192.txt, trained if missing)")
     add("--cache-dir", default=None, help="where the vocab and the prepared token files live (default data/)")
     add("--out", default=None, help="run directory (default runs/<preset>)")
     add("--steps", type=int, default=None, help="optimizer steps (overrides --time-budget)")
@@ -467,6 +484,7 @@ def build_parser(suppress=False):
     add("--log-every", type=int, default=10, help="steps per metrics.jsonl line (loss averaged over them)")
     add("--seed", type=int, default=0)
     add("--resume", action="store_true", default=False, help="continue the run in --out")
+    add("--overwrite", action="store_true", default=False, help="start a new run in an --out that holds another")
     add("--quiet", action="store_true", default=False, help="no progress bar")
     add("--no-plots", action="store_true", default=False, help="do not draw the PNGs")
     add("--plot", default=None, metavar="DIR", help="only redraw the PNGs of the run in DIR from its metrics.jsonl")
@@ -474,6 +492,7 @@ def build_parser(suppress=False):
     return p
 
 
+@cli
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if "--benchmark" in argv:                                       # the old spelling of `python benchmark.py`
@@ -490,17 +509,12 @@ def main(argv=None):
     if args.plot is not None:
         metrics.plot_training(Path(args.plot), metrics.read_metrics(Path(args.plot) / "metrics.jsonl"))
         return None
+    if args.min_lr > args.lr:
+        raise UserError(f"--min-lr {args.min_lr} is above the peak --lr {args.lr}; the decay goes down to it.")
+    check_out_dir(args.out, args.resume, args.overwrite)
+    tune_malloc()
     try:
-        for name in ("batch_size", "accum", "threads", "eval_every", "save_every", "log_every", "eval_batches"):
-            if getattr(args, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
-        if not 0.0 < args.mask_prob < 1.0:
-            raise UserError(f"--mask-prob must be in (0, 1), got {args.mask_prob}.")
-        tune_malloc()
         return run(args, given)
-    except (UserError, FileNotFoundError, download.DownloadError, data.DataFormatError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130)

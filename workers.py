@@ -10,7 +10,6 @@ Usage:
 
 Expect: `openblas found: True | 2 workers: 4 shards of (256, 256) @ (256, 256) in 3.3 ms | peak RSS 37 MB`.
 """
-import argparse
 import ctypes
 import os
 import sys
@@ -19,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from config import ArgumentParser, at_least
 
 
 def set_blas_threads(n):
@@ -87,8 +88,8 @@ def peak_rss_mb():
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Run a few matmuls on worker threads (a demo of Workers).")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p = ArgumentParser(description="Run a few matmuls on worker threads (a demo of Workers).")
+    p.add_argument("--threads", type=at_least(1), default=os.cpu_count() or 1)
     args = p.parse_args(argv)
     found = set_blas_threads(1)
     tune_malloc()

@@ -11,7 +11,6 @@ Usage:
 
 Expect: a line like `torch eager | mini | B=32 T=64 | 300 ms/step` (depends on the machine and its load).
 """
-import argparse
 import math
 import sys
 import time
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from config import get_config, PRESETS   # noqa: E402
+from config import PRESETS, ArgumentParser, at_least, get_config   # noqa: E402
 
 # B batch, T sequence, H hidden, A heads, D = H/A head size, I ffn size, V vocab, L layers
 
@@ -125,11 +124,11 @@ def train_step(tm, opt, input_ids, labels, attention_mask=None, mlm_mask=None, m
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Time the PyTorch training step of a preset.")
+    p = ArgumentParser(description="Time the PyTorch training step of a preset.")
     p.add_argument("--preset", default="mini", choices=sorted(PRESETS))
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--batch-size", type=at_least(1), default=32)
+    p.add_argument("--threads", type=at_least(1), default=2)
+    p.add_argument("--steps", type=at_least(1), default=10)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = get_config(args.preset)
