@@ -322,12 +322,15 @@ def prepare(corpus, vocab_file, out_dir, num_workers=None, docs_per_task=32, ver
 
 
 def load_corpus(corpus=None, valid=None, vocab=None, cache_dir=None, data_dir=None, log=print, num_workers=None,
-                expect_vocab=(None, None)):
+                expect_vocab=(None, None), seq_len=None):
     """What train.py calls. Resolve the corpus (download.resolve_corpus; with no corpus given and none found,
     download WikiText-103 into <repo>/data), get the vocab (vocab, default <cache_dir>/vocab-8192.txt; an
     8192-piece one is trained on the corpus if the file is missing), and prepare the token files (cached in
     cache_dir, default <repo>/data). -> (tokenizer, train tokens (memmap), validation tokens or None, info:
-    the files used). With no validation file, train.py holds out the end of the stream (holdout_split).
+    the files used).
+    seq_len: the rows' length T. Then a corpus too short for two rows is refused (before any work when its
+    size in bytes, a bound on its token count, already says so), and with no validation file the end of the
+    stream is held out as one (holdout_split: 1/200 of it, at least 40 T tokens).
     expect_vocab: (file, sha256) of the vocab a resumed run started with; another one is refused at once."""
     from tokenizer import WordPieceTokenizer
     try:
@@ -343,6 +346,15 @@ def load_corpus(corpus=None, valid=None, vocab=None, cache_dir=None, data_dir=No
         if not valid_path.is_file():
             raise UserError(f"validation file {valid_path} does not exist.")
     log(desc)
+    need = 0 if seq_len is None else 2 * (seq_len - 2) + (40 * seq_len if valid_path is None else 0)
+
+    def refuse(n_tokens, what):
+        raise UserError(f"{train_path} has {n_tokens:,} {what}, fewer than the {need:,} tokens that two rows of "
+                        f"T={seq_len}{' and a held-out stream' if valid_path is None else ''} need; pass a larger "
+                        f"--corpus{' or a --valid file' if valid_path is None else ''}.")
+    if Path(train_path).suffix != ".gz" and Path(train_path).stat().st_size < need:
+        check_text_file(train_path)                     # empty or not UTF-8: say that first
+        refuse(Path(train_path).stat().st_size, "bytes")     # a token covers at least one byte of text
     cache = Path(cache_dir) if cache_dir else REPO / "data"
     vocab_file = Path(vocab) if vocab else cache / "vocab-8192.txt"
     started_with, want_hash = expect_vocab
@@ -361,10 +373,14 @@ def load_corpus(corpus=None, valid=None, vocab=None, cache_dir=None, data_dir=No
         tok.save(vocab_file)
     meta = prepare(train_path, vocab_file, cache, num_workers)
     tokens, _ = load_tokens(meta["bin"])
+    if len(tokens) < need:
+        refuse(len(tokens), "tokens")
     valid_tokens = None
     if valid_path is not None:
         vmeta = prepare(valid_path, vocab_file, cache, num_workers)
         valid_tokens, _ = load_tokens(vmeta["bin"])
+    elif seq_len is not None:                           # hold out the end of the training stream
+        tokens, valid_tokens = holdout_split(tokens, max(len(tokens) // 200, 40 * seq_len))
     info = {"corpus": str(Path(train_path).resolve()), "valid": str(Path(valid_path).resolve()) if valid_path else None,
             "vocab_file": str(vocab_file.resolve()), "vocab_hash": tok.vocab_hash()}
     return tok, tokens, valid_tokens, info

@@ -231,19 +231,13 @@ def run(args, given):
         log(f"resuming {ckpt} at step {state['step']}")
     if args.steps is None and args.time_budget is None:
         args.time_budget = 90.0
+    T = PRESETS[args.preset].max_position_embeddings
     started = (state or {}).get("files", {})                       # resuming: the vocab must be the run's own
     tok, tokens, valid, files = data.load_corpus(args.corpus, args.valid, args.vocab, args.cache_dir, args.data_dir,
-                                                 log, expect_vocab=(started.get("vocab_file"), started.get("vocab_hash")))
+                                                 log, expect_vocab=(started.get("vocab_file"), started.get("vocab_hash")),
+                                                 seq_len=T)        # no validation file: the end of the stream
     config = get_config(args.preset, vocab_size=tok.vocab_size, hidden_dropout_prob=args.dropout,
                         attention_probs_dropout_prob=args.dropout)
-    T = config.max_position_embeddings
-    need = 2 * (T - 2) + (40 * T if valid is None else 0)          # two rows (+ a held-out stream cut from the end)
-    if len(tokens) < need:
-        raise UserError(f"{files['corpus']} gives {len(tokens)} tokens, fewer than the {need} that rows of T={T} "
-                        f"{'and a held-out stream ' if valid is None else ''}need; pass a larger --corpus"
-                        f"{' or a --valid file' if valid is None else ''}.")
-    if valid is None:                                               # hold out the end of the training stream
-        tokens, valid = data.holdout_split(tokens, max(len(tokens) // 200, 40 * T))
     tok_info = {"vocab_size": tok.vocab_size, "special_ids": list(tok.special_ids), "mask_id": tok.mask_id,
                 "is_continuation": tok.is_continuation}
     n_eval = min(args.eval_batches, (len(valid) // (T - 2)) // EVAL_ROWS)     # the same rows whatever --batch-size

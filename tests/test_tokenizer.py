@@ -156,6 +156,13 @@ def test_train_exact_size_alphabet_and_determinism(trained):
     assert WordPieceTokenizer.train(["a b"], vocab_size=300).vocab_size == 5 + 2   # corpus too small
 
 
+def test_train_refuses_a_vocab_size_below_specials_plus_alphabet():
+    texts = ["the cat sat on the mat"] * 5                 # t c s o m, ##h ##e ##a ##t ##n: 10 characters
+    with pytest.raises(ValueError, match="cannot hold the 5 special tokens and the 10 characters.*at least 15"):
+        WordPieceTokenizer.train(texts, vocab_size=14)
+    assert WordPieceTokenizer.train(texts, vocab_size=15).vocab_size == 15
+
+
 def test_train_merges_frequent_words():
     tok = WordPieceTokenizer.train(["the cat sat on the mat"] * 50 + ["thermal"], vocab_size=30)
     assert "the" in tok.vocab and tok.tokenize("the cat") == ["the", "cat"]

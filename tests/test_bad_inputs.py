@@ -1,0 +1,186 @@
+"""Bad input, typed as a new user would: every case runs a script as a subprocess and must end with a non-zero
+exit status, exactly one line on stderr that starts with `error:` and names the problem, no traceback, and
+every file of the earlier runs below left as it was (each file hashed before and after; nothing added,
+nothing removed). The fixtures are tiny and written here; every case fails before any real work, so the
+whole file takes a few seconds of CPU per ten cases (mostly Python and NumPy starting up)."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = "the cat sat on mat dog ran far".split()          # 5 specials + 8 words = V 13, as in `tiny`
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def d(tmp_path_factory):
+    """A folder of inputs, good and bad, and the earlier runs that no bad command may touch."""
+    import checkpoint
+    import data
+    import train
+    from config import get_config
+    from export_hf import save_hf
+    from model import MiniBERT
+    from optimizer import AdamW
+    d = tmp_path_factory.mktemp("bad_inputs")
+    rng = np.random.default_rng(0)
+    corpus = "\n\n".join(" ".join(rng.choice(WORDS, 12)) for _ in range(40)) + "\n"
+    _write(d / "vocab.txt", "\n".join(SPECIALS + WORDS) + "\n")
+    _write(d / "vocab_big.txt", "\n".join(SPECIALS + WORDS + ["extra"]) + "\n")           # 14 tokens
+    _write(d / "vocab_nospecial.txt", "\n".join(SPECIALS[1:] + WORDS) + "\n")            # no [PAD]
+    _write(d / "vocab_dup.txt", "\n".join(SPECIALS + WORDS + ["cat"]) + "\n")
+    _write(d / "corpus.txt", corpus)
+    _write(d / "valid.txt", corpus)
+    _write(d / "short.txt", "cat sat\n")
+    _write(d / "empty.txt", "")
+    _write(d / "blank.txt", "  \n\n\t \n")
+    (d / "latin1.txt").write_bytes("the cat\ncaf\u00e9 au lait\n".encode("latin-1"))     # line 2 is not UTF-8
+    _write(d / "good.tsv", "sentence\tlabel\nthe cat sat\t1\nthe dog ran\t0\n")
+    _write(d / "bad.tsv", "sentence\tlabel\nthe cat sat\t1\nthe dog ran\tmaybe\n")         # line 3
+    row = "{}\t{}\t{}\tNOUN\tNN\t_\t0\troot\t_\t_\n"
+    _write(d / "good.conllu", "# text = the cat\n" + row.format(1, "the", "the") + row.format(2, "cat", "cat") + "\n")
+    _write(d / "bad.conllu", "# text = the cat\n" + row.format(1, "the", "the") + "2\tcat\tNOUN\n\n")   # line 3
+    (d / "notzip.npz").write_bytes(b"this is not a zip file")
+    data.prepare(d / "corpus.txt", d / "vocab.txt", d / "prep", num_workers=1, verbose=False)
+    (d / "prep" / "orphan.bin").write_bytes((d / "prep" / "corpus.bin").read_bytes())        # no .json
+    # an earlier run, as train.py leaves it
+    args = vars(train.build_parser().parse_args(
+        ["--preset", "tiny", "--corpus", str(d / "corpus.txt"), "--valid", str(d / "valid.txt"),
+         "--vocab", str(d / "vocab.txt"), "--cache-dir", str(d / "prep"), "--out", str(d / "run")]))
+    for name, vocab_hash in (("run", hashlib.sha256((d / "vocab.txt").read_bytes()).hexdigest()),
+                             ("run_other_vocab", "0" * 64)):          # a run that started with another vocab
+        out = d / name
+        out.mkdir()
+        model = MiniBERT(get_config("tiny"), seed=0)
+        files = {"vocab_file": str(d / "vocab.txt"), "vocab_hash": vocab_hash}
+        state = {"step": 3, "tokens": 0, "elapsed_s": 0.0, "train_s": 0.0, "best_val_loss": 2.5, "total_steps": 10,
+                 "files": files, "rng": {}, "data": {}, "args": {**args, "out": str(out)}}
+        checkpoint.save_checkpoint(out, model, AdamW(model.params, lr=1e-3), state, best=True)
+        _write(out / "metrics.jsonl", json.dumps({"step": 3, "loss": 2.5}) + "\n")
+        _write(out / "run.json", json.dumps({**files, "args": state["args"]}))
+    save_hf(MiniBERT(get_config("tiny"), seed=0), d / "hf", d / "vocab.txt")                 # an earlier export
+    (d / "empty_dir").mkdir()
+    (d / "no_data").mkdir()
+    return d
+
+
+TINY = "--preset tiny --corpus {d}/corpus.txt --valid {d}/valid.txt --vocab {d}/vocab.txt --cache-dir {d}/cache " \
+       "--out {d}/new_run --quiet --no-plots"
+PROBE = "--train {d}/good.conllu --dev {d}/good.conllu --test {d}/good.conllu"
+SST2 = "--train {d}/good.tsv --dev {d}/good.tsv"
+
+CASES = [  # (script, arguments, words the error line must contain)
+    ("train.py", TINY + " --steps -5", ["--steps", "at least 1", "-5"]),
+    ("train.py", TINY + " --batch-size 0", ["--batch-size", "at least 1"]),
+    ("train.py", TINY + " --threads two", ["--threads", "whole number", "two"]),
+    ("train.py", TINY + " --lr 0", ["--lr", "greater than 0"]),
+    ("train.py", TINY + " --time-budget -1", ["--time-budget", "greater than 0"]),
+    ("train.py", TINY + " --mask-prob 1.5", ["--mask-prob", "(0, 1)"]),
+    ("train.py", TINY + " --dropout 1", ["--dropout", "[0, 1)"]),
+    ("train.py", TINY + " --warmup-frac nan", ["--warmup-frac", "finite"]),
+    ("train.py", TINY + " --lr 1e-3 --min-lr 1e-2", ["--min-lr", "above", "--lr"]),
+    ("train.py", TINY.replace("{d}/corpus.txt", "{d}/missing.txt"), ["--corpus", "missing.txt", "does not exist"]),
+    ("train.py", TINY.replace("{d}/vocab.txt", "{d}/vocab-typo.txt"), ["--vocab", "vocab-typo.txt"]),
+    ("train.py", TINY.replace("{d}/corpus.txt", "{d}/empty.txt"), ["empty.txt", "no text"]),
+    ("train.py", TINY.replace("{d}/corpus.txt", "{d}/blank.txt"), ["blank.txt", "whitespace"]),
+    ("train.py", TINY.replace("{d}/corpus.txt", "{d}/latin1.txt"), ["latin1.txt:2", "UTF-8"]),
+    ("train.py", TINY.replace("{d}/vocab.txt", "{d}/vocab_nospecial.txt"), ["vocab_nospecial.txt", "[PAD]"]),
+    ("train.py", TINY.replace("{d}/vocab.txt", "{d}/vocab_dup.txt"), ["vocab_dup.txt", "duplicate", "cat"]),
+    ("train.py", TINY.replace("{d}/new_run", "{d}/run"), ["holds another run", "--resume", "--overwrite"]),
+    ("train.py", "--out {d}/run --resume --overwrite", ["--resume", "--overwrite"]),
+    ("train.py", "--out {d}/empty_dir --resume", ["no checkpoint", "resume.npz", "without --resume"]),
+    ("train.py", "--out {d}/run_other_vocab --resume --quiet", ["vocab.txt", "not the vocab this run started with"]),
+    ("train.py", TINY.replace("{d}/corpus.txt", "{d}/short.txt"), ["short.txt", "8 bytes", "larger --corpus"]),
+    ("tokenizer.py", "train --corpus {d}/empty.txt --out {d}/new_vocab.txt", ["empty.txt", "no text"]),
+    ("tokenizer.py", "train --corpus {d}/latin1.txt --out {d}/new_vocab.txt", ["latin1.txt:2", "UTF-8"]),
+    ("tokenizer.py", "train --corpus {d}/corpus.txt --vocab-size 3 --out {d}/new_vocab.txt", ["--vocab-size", "6"]),
+    ("tokenizer.py", "train --corpus {d}/corpus.txt --out {d}/vocab.txt", ["vocab.txt exists", "--overwrite"]),
+    ("tokenizer.py", "encode the cat --vocab {d}/vocab_nospecial.txt", ["vocab_nospecial.txt", "must start with"]),
+    ("tokenizer.py", "encode the cat --vocab {d}/no_vocab.txt", ["no_vocab.txt", "tokenizer.py train"]),
+    ("data.py", "prepare --corpus {d}/empty.txt --vocab {d}/vocab.txt --out {d}/new_prep", ["empty.txt", "no text"]),
+    ("data.py", "prepare --corpus {d}/latin1.txt --vocab {d}/vocab.txt --out {d}/new_prep", ["latin1.txt:2"]),
+    ("data.py", "prepare --corpus {d}/corpus.txt --vocab {d}/vocab_dup.txt --out {d}/new_prep", ["duplicate"]),
+    ("data.py", "prepare --corpus {d}/corpus.txt --vocab {d}/vocab.txt --num-workers 0", ["--num-workers"]),
+    ("data.py", "inspect {d}/bad.conllu", ["bad.conllu:3", "10 tab-separated columns"]),
+    ("data.py", "inspect {d}/bad.tsv", ["bad.tsv:3", "sentence<TAB>0|1"]),
+    ("data.py", "stats --bin {d}/prep/corpus.bin --vocab {d}/vocab_big.txt", ["corpus.bin", "not this vocab"]),
+    ("data.py", "stats --bin {d}/prep/orphan.bin --vocab {d}/vocab.txt", ["orphan.json", "does not exist"]),
+    ("data.py", "stats --bin {d}/prep/corpus.bin --vocab {d}/vocab.txt --seq-len 2", ["--seq-len", "at least 3"]),
+    ("data.py", "download wikitext-3", ["invalid choice", "wikitext-3"]),
+    ("evaluate.py", "--checkpoint {d}/nowhere", ["nowhere", "does not exist", "--checkpoint"]),
+    ("evaluate.py", "--checkpoint {d}/notzip.npz", ["notzip.npz", "cannot load"]),
+    ("evaluate.py", "--checkpoint {d}/run --vocab {d}/vocab_big.txt", ["14 tokens", "vocab_size=13", "--vocab"]),
+    ("evaluate.py", "--checkpoint {d}/run --skip mlm,probes", ["--skip", "probes"]),
+    ("evaluate.py", "--checkpoint {d}/run --mlm-batches 0", ["--mlm-batches", "at least 1"]),
+    ("probe_pos.py", "--checkpoint {d}/run " + PROBE.replace("--train {d}/good", "--train {d}/bad"),
+     ["bad.conllu:3"]),
+    ("probe_pos.py", "--checkpoint {d}/run --layers 0,9 " + PROBE, ["--layers 9", "0 (embeddings) to 2"]),
+    ("probe_pos.py", "--checkpoint {d}/run --layers 0,x", ["--layers", "0,x"]),
+    ("probe_pos.py", "--checkpoint {d}/run --max_sentences 0", ["--max_sentences", "at least 1"]),
+    ("finetune_sst2.py", "--checkpoint {d}/run " + SST2.replace("--train {d}/good", "--train {d}/bad"),
+     ["bad.tsv:3"]),
+    ("finetune_sst2.py", "--checkpoint {d}/run --seeds 0 " + SST2, ["--seeds", "at least 1"]),
+    ("finetune_sst2.py", "--checkpoint {d}/run --dropout 1.0 " + SST2, ["--dropout", "[0, 1)"]),
+    ("finetune_sst2.py", "--checkpoint {d}/run --predict {d}/latin1.txt " + SST2, ["latin1.txt:2", "UTF-8"]),
+    ("export_hf.py", "{d}/run/resume.npz {d}/new_hf", ["resume.npz", "cannot load", "best.npz"]),
+    ("export_hf.py", "{d}/run/best.npz {d}/new_hf --vocab {d}/vocab_big.txt", ["14 tokens", "vocab_size 13"]),
+    ("export_hf.py", "{d}/run/best.npz {d}/hf", ["already holds an export", "--overwrite"]),
+    ("export_hf.py", "{d}/missing.npz {d}/new_hf", ["missing.npz", "does not exist"]),
+]
+
+
+def snapshot(folder):
+    """{relative path: sha256} of every file under folder."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _id(case):
+    script, args, _ = case
+    for common in (TINY, PROBE, SST2):
+        args = args.replace(common, "")
+    return f"{script[:-3]} {args.replace('{d}/', '').strip()}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_bad_input_is_one_line(d, case):
+    script, args, words = case
+    argv = [a.format(d=d) for a in args.split()]
+    before = snapshot(d)
+    env = {**os.environ, "MINIBERT_DATA_DIR": str(d / "no_data")}
+    r = subprocess.run([sys.executable, str(REPO / script), *argv], cwd=d, env=env, capture_output=True,
+                       text=True, encoding="utf-8", timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0, f"exit 0; stdout:\n{r.stdout}"
+    assert "Traceback" not in r.stderr, r.stderr
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    for w in words:
+        assert w.format(d=d) in lines[0], f"{w!r} not in {lines[0]!r}"
+    assert snapshot(d) == before, "a file of an earlier run changed, appeared or disappeared"
+
+
+def test_cases_cover_every_script():
+    scripts = {c[0] for c in CASES}
+    assert scripts >= {"train.py", "tokenizer.py", "data.py", "evaluate.py", "probe_pos.py", "finetune_sst2.py",
+                       "export_hf.py"} and len(CASES) >= 30
+
+
+def test_every_numeric_train_flag_is_checked():
+    """A flag added to train.py with a number or a path must get its check in train.CHECKS."""
+    import train
+    p = train.build_parser()
+    unchecked = [a.dest for a in p._actions if a.type in (int, float)]
+    assert not unchecked, f"train.py flags without a check in train.CHECKS: {unchecked}"
