@@ -24,7 +24,7 @@ batches (encode_batch) can be spread over worker processes.
 
 Usage:
     python tokenizer.py train --corpus ../shared/data/wiki_en_2015/wiki.train.txt.gz --vocab-size 8192 \
-        --out data/vocab-8192.txt
+        --out data/vocab-8192.txt                                     # an existing --out needs --overwrite
     python tokenizer.py encode "Héllo, world! Tokenization"          # pieces and ids (default vocab above)
     python tokenizer.py bench --corpus ../shared/data/wiki_en_2015/wiki.train.small.txt --slow-lines 2000
 

@@ -32,7 +32,9 @@ Writes to --out: run.json (corpus, vocab file and hash, config), metrics.jsonl (
 step), loss.png, heldout.png, attention.png, lr.png, grad_norm.png (redrawn at each eval by a child process),
 last.npz and best.npz (models: MiniBERT.load reads them), resume.npz (model + optimizer + RNG + data position
 + step: what --resume reads). Checkpoints are written atomically (temp file, then os.replace). Ctrl-C saves
-and exits; a NaN/inf loss stops with a message and keeps the last checkpoint.
+and exits; a NaN/inf loss stops with a message and keeps the last checkpoint. An --out that holds another
+run's checkpoints is refused (--resume continues it, --overwrite starts over), and every flag and input file
+is checked before any work: a bad one is one `error:` line.
 
 Expect (this 2-core machine, shared with other jobs): 0.2-0.5 s per step of 2048 tokens; held-out MLM loss
 6.83 / 6.64 after 500 / 1000 steps at lr 5e-4; peak RSS about 210 MB. The 60-minute run: see the README.
