@@ -20,7 +20,6 @@ masks: the seed noise that the gap between the first two must stay within).
 Expect: `plot` writes one PNG (held-out loss and accuracy against minutes and against tokens);
 `torch` ends with a line `torch vs ours: max |held-out loss gap| ... | seed noise (ours, seed 0 vs 1) ...`.
 """
-import argparse
 import json
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from config import ArgumentParser, at_least, fraction, positive
 
 REPO = Path(__file__).resolve().parent
 COMMON = ["--threads", "1", "--batch-size", "8", "--time-budget", "10", "--eval-batches", "64", "--no-plots", "--quiet"]
@@ -156,16 +157,16 @@ def cmd_torch(args):
     from model import MiniBERT
     from optimizer import AdamW, lr_at
     from tqdm import tqdm
+    from workers import Workers
     torch.set_num_threads(1)
-    ns = argparse.Namespace(corpus=None, data_dir=None, valid=None, cache_dir=args.cache_dir, vocab=None)
-    tok, tokens, valid, _ = train.load_data(ns, None, print)
+    tok, tokens, valid, _ = data.load_corpus(cache_dir=args.cache_dir, seq_len=get_config("mini").max_position_embeddings)
     config = get_config("mini", vocab_size=tok.vocab_size)
     T, B, V = config.max_position_embeddings, args.batch_size, tok.vocab_size
     specials = list(tok.special_ids)
     eval_rng = np.random.default_rng(1234)
     eval_set = [mlm.mask_tokens(b, eval_rng, V, specials, train.EVAL_MASK_PROB, mask_id=tok.mask_id)
                 for b in data.heldout_batches(valid, T, train.EVAL_ROWS, 64)]
-    workers = train.Workers(1, 1)
+    workers = Workers(1, 1)
     runs = {}
     for name, seed in (("ours", 0), ("torch", 0), ("ours_seed1", 1)):
         model = MiniBERT(config, seed=seed)
@@ -236,30 +237,30 @@ def cmd_torch(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Recipe study runs, their curves in one plot, and ours vs PyTorch.")
+    p = ArgumentParser(description="Recipe study runs, their curves in one plot, and ours vs PyTorch.")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("list", help="the named study runs")
     s.add_argument("--out-dir", default="runs/study")
     s = sub.add_parser("run", help="run named study runs (or `all`)")
     s.add_argument("names", nargs="+")
-    s.add_argument("--jobs", type=int, default=2, help="runs at a time (one core each)")
+    s.add_argument("--jobs", type=at_least(1), default=2, help="runs at a time (one core each)")
     s.add_argument("--out-dir", default="runs/study")
     s = sub.add_parser("plot", help="held-out curves of several runs in one PNG")
     s.add_argument("runs", nargs="+", help="train.py --out folders")
     s.add_argument("--out", default="figures/recipe_study.png")
     s = sub.add_parser("torch", help="ours vs the PyTorch twin, same init, batches, masks and schedule")
-    s.add_argument("--steps", type=int, default=1000)
-    s.add_argument("--batch-size", type=int, default=128, help="logical batch (rows)")
-    s.add_argument("--micro-batch", type=int, default=32, help="ours: rows per accumulated micro-batch")
-    s.add_argument("--lr", type=float, default=5e-4)
-    s.add_argument("--warmup-frac", type=float, default=0.1)
-    s.add_argument("--beta2", type=float, default=0.999)
-    s.add_argument("--mask-prob", type=float, default=0.15)
-    s.add_argument("--clip", type=float, default=1.0)
+    s.add_argument("--steps", type=at_least(1), default=1000)
+    s.add_argument("--batch-size", type=at_least(1), default=128, help="logical batch (rows)")
+    s.add_argument("--micro-batch", type=at_least(1), default=32, help="ours: rows per accumulated micro-batch")
+    s.add_argument("--lr", type=positive, default=5e-4)
+    s.add_argument("--warmup-frac", type=fraction(), default=0.1)
+    s.add_argument("--beta2", type=fraction(), default=0.999)
+    s.add_argument("--mask-prob", type=fraction(low_open=True), default=0.15)
+    s.add_argument("--clip", type=at_least(0.0, float), default=1.0)
     s.add_argument("--bias-init", default="zero", choices=["unigram", "zero"])
     s.add_argument("--pos-init", default="normal", choices=["normal", "sinusoidal"])
-    s.add_argument("--qk-std", type=float, default=None)
-    s.add_argument("--eval-every", type=int, default=100)
+    s.add_argument("--qk-std", type=positive, default=None)
+    s.add_argument("--eval-every", type=at_least(1), default=100)
     s.add_argument("--cache-dir", default=None, help="where the vocab and token files are (default data/)")
     s.add_argument("--out", default="runs/torch_vs_numpy")
     args = p.parse_args(argv)
