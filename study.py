@@ -124,9 +124,9 @@ def cmd_plot(args):
         axes[1].plot(toks, loss, **style)
         axes[2].plot(mins, acc, **style)
         rows.append((float(loss[-1]), d.name, float(acc[-1]), float(mins[-1]), float(toks[-1])))
-    axes[0].set(xlabel="minutes of training (1 core)", ylabel="held-out MLM loss (nats)", title="loss vs time")
+    axes[0].set(xlabel="minutes of training", ylabel="held-out MLM loss (nats)", title="loss vs time")
     axes[1].set(xlabel="training tokens (M)", ylabel="held-out MLM loss (nats)", title="loss vs tokens")
-    axes[2].set(xlabel="minutes of training (1 core)", ylabel="held-out MLM accuracy", title="accuracy vs time")
+    axes[2].set(xlabel="minutes of training", ylabel="held-out MLM accuracy", title="accuracy vs time")
     for a in axes:
         a.grid(alpha=0.3)
     lo = min(r[0] for r in rows)
