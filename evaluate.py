@@ -9,21 +9,24 @@
 Writes DIR/report.md (figures, baselines, plots, the command of each) and its files under DIR/eval/.
 
 Usage:
-    python evaluate.py --checkpoint runs/mini            # full: ~10 minutes for mini on 2 cores (8 CPU-minutes)
+    python evaluate.py --checkpoint runs/mini            # full: ~16 minutes for mini on 2 quiet cores
     python evaluate.py --checkpoint runs/mini --quick    # subsets: ~1 minute
     python evaluate.py --checkpoint runs/mini --overfit_one_batch     # only the overfitting check (~15 s)
 
 Full = 80 held-out MLM batches of 32 x T; the probe on all of EWT (12,544 train sentences, 4 layers x 3
-probes); SST-2 on 12,000 train phrases x 2 epochs x 3 seeds, from the checkpoint and from random init.
-Quick = 5 MLM batches; probe on 1,000 sentences; SST-2 on 2,000 phrases x 2 epochs x 1 seed.
-Measured (mini, 2 shared cores, one BLAS thread): full 565 s wall / 472 s CPU: overfit 14 s, MLM 19 s,
-probe 70 s, SST-2 245 s + 212 s, plots and metrics 5 s. Quick: about 60 s.
+probes); SST-2 with finetune_sst2.py's default recipe (all 67,349 train phrases, batch 128, lr 1e-3, at most
+2 epochs, the best kept) x 3 seeds, from the checkpoint and from random init: 6 runs in 2 worker processes.
+Quick = 5 MLM batches; probe on 1,000 sentences; SST-2 on 2,000 phrases x 1 seed per init.
+Measured (mini, one BLAS thread, CPU time on 2 shared cores): MLM, probe, overfit and plots about 110 s;
+one SST-2 run about 250-300 s, so on 2 quiet cores SST-2 takes 3 rounds of 2 parallel runs, 13-15 minutes,
+and the whole evaluation about 16 minutes. Quick: about 60 s.
 
 Expect: the last line names the report and repeats the key figures (MLM accuracy, best probe layer, SST-2).
 """
 # B batch, T sequence, H hidden, A heads, L layers, V vocab
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -39,9 +42,11 @@ SENTENCES = ["The quick brown fox jumps over the lazy dog because it was bored."
 
 
 def now():
-    """(wall seconds, CPU seconds of this process). CPU time is what a part costs when other programs
-    share the cores: wall time then stretches, CPU time does not (BLAS threads add to it, though)."""
-    return time.perf_counter(), time.process_time()
+    """(wall seconds, CPU seconds of this process and of its finished worker processes). CPU time is what a
+    part costs when other programs share the cores: wall time then stretches, CPU time does not (BLAS
+    threads add to it, though)."""
+    t = os.times()
+    return time.perf_counter(), time.process_time() + t.children_user + t.children_system
 
 
 def since(t0):
@@ -232,20 +237,21 @@ def write_report(path, ctx):
         sp, sr = r["sst2_pretrained"], r["sst2_random"]
         lines += ["## 3. SST-2 sentiment (dev accuracy)", "",
                   f"Fine-tuned end to end on {sp['train_used']} of {sp['train_total']} train phrases, "
-                  f"{sp['epochs']} epoch(s), lr {sp['lr']}, batch {sp['batch_size']}, dropout {sp['dropout']}; "
-                  f"best epoch on dev. "
+                  f"at most {sp['epochs']} epoch(s), lr {sp['lr']}, batch {sp['batch_size']}, dropout {sp['dropout']}; "
+                  f"the best epoch on dev is kept (per seed: {', '.join(str(x['best_epoch']) for x in sp['runs'])}); "
+                  f"random init the same. "
                   f"Truncated to T: {sp['truncated_train']} train, {sp['truncated_dev']} dev. "
                   f"{np.mean([x['ms_per_step'] for x in sp['runs']]):.0f} ms per step (dev evaluations included).", "",
                   "| model | dev accuracy (mean +- sd) | per seed |", "|---|---|---|",
                   f"| this checkpoint | {sp['dev_acc_mean']:.4f} +- {sp['dev_acc_sd']:.4f} | {fmt_list(sp['dev_acc_per_seed'], '{:.4f}', ', ')} |",
                   f"| random init | {sr['dev_acc_mean']:.4f} +- {sr['dev_acc_sd']:.4f} | {fmt_list(sr['dev_acc_per_seed'], '{:.4f}', ', ')} |",
-                  f"| bag-of-words logistic regression, same {sp['train_used']} phrases | "
-                  f"{sp.get('bow_dev_acc_subset', float('nan')):.4f} | - |",
+                  *([f"| bag-of-words logistic regression, same {sp['train_used']} phrases | "
+                     f"{sp['bow_dev_acc_subset']:.4f} | - |"] if "bow_dev_acc_subset" in sp else []),
                   f"| bag-of-words logistic regression, all {sp['train_total']} phrases | "
                   f"{sp.get('bow_dev_acc', float('nan')):.4f} | - |", "",
                   "![SST-2 pretrained](eval/sst2_curve_pretrained.png) ![SST-2 random](eval/sst2_curve_random.png)", "",
                   "All figures, with the curves: `eval/sst2_results.json`.", "",
-                  f"Commands: `{cmd['sst2_pretrained']}` and `{cmd['sst2_random']}`", ""]
+                  f"Command (both inits): `{cmd['sst2_pretrained']}`", ""]
     if "attention" in r:
         lines += ["## 4. Attention heatmaps", "", "Rows are queries, columns keys; one panel per (layer, head).", ""]
         lines += [f"![attention {i}](eval/{f})" for i, f in enumerate(r["attention"])]
@@ -286,7 +292,7 @@ def write_report(path, ctx):
         lines += ["## 6. Overfitting one batch", "",
                   f"One fixed masked batch, AdamW lr 1e-3, no dropout: loss {c[0]:.4f} -> {c[-1]:.4f} in {len(c) - 1} steps.",
                   "", "    " + fmt_list(c[::10], "{:.3f}"), "", f"Command: `{cmd['overfit']}`", ""]
-    lines += ["## Wall time of each part", "", "| part | wall s | CPU s (this process) |", "|---|---|---|"]
+    lines += ["## Wall time of each part", "", "| part | wall s | CPU s (with worker processes) |", "|---|---|---|"]
     lines += [f"| {k} | {w:.0f} | {c:.0f} |" for k, (w, c) in ctx["times"].items()]
     lines += ["", "Measured on 2 CPU cores; wall time above CPU time means other programs shared them."]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -304,8 +310,8 @@ def main(argv=None):
     p.add_argument("--skip", default=set(), type=parts, help=f"comma-separated parts to skip: {','.join(PARTS)}")
     p.add_argument("--mlm-batches", type=count, default=None, help="held-out batches of 32 (default 80, quick 5)")
     p.add_argument("--probe-sentences", type=count, default=None, help="probe train sentences (default all, quick 1000)")
-    p.add_argument("--sst2-samples", type=count, default=None, help="SST-2 train phrases (default 12000, quick 2000)")
-    p.add_argument("--sst2-epochs", type=count, default=None, help="default 2 (quick too)")
+    p.add_argument("--sst2-samples", type=at_least(0), default=None, help="SST-2 train phrases (default 0 = all, quick 2000)")
+    p.add_argument("--sst2-epochs", type=count, default=None, help="max epochs (default finetune_sst2.py's, quick too)")
     p.add_argument("--sst2-seeds", type=count, default=None, help="default 3, quick 1")
     args = p.parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):
@@ -319,8 +325,9 @@ def main(argv=None):
     q = args.quick
     n_mlm = args.mlm_batches or (5 if q else 80)
     probe_n = args.probe_sentences or (1000 if q else None)
-    sst_n, sst_ep, sst_seeds = args.sst2_samples or (2000 if q else 12000), args.sst2_epochs or 2, \
-        args.sst2_seeds or (1 if q else 3)
+    from finetune_sst2 import EPOCHS
+    sst_n = args.sst2_samples if args.sst2_samples is not None else (2000 if q else 0)      # 0 = all phrases
+    sst_ep, sst_seeds = args.sst2_epochs or EPOCHS, args.sst2_seeds or (1 if q else 3)
     skip = args.skip
     base = ["--checkpoint", str(info["checkpoint"]), "--vocab", str(info["vocab"])]
     commands = {"evaluate": "python evaluate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -329,7 +336,7 @@ def main(argv=None):
     T = cfg.max_position_embeddings
     print(f"evaluating {info['checkpoint']} (vocab {info['vocab']}, {cfg.num_hidden_layers} layers, H="
           f"{cfg.hidden_size}, T={T}); {'quick' if q else 'full'} run, outputs in {out}")
-    print(f"expect: about {'1 minute' if q else '10 minutes'} for mini on 2 cores (more when they are shared); "
+    print(f"expect: about {'1 minute' if q else '16 minutes'} for mini on 2 cores (more when they are shared); "
           f"the time of each part is printed at the end and written to the report")
 
     t = now()
@@ -380,16 +387,16 @@ def main(argv=None):
 
     if "sst2" not in skip:
         import finetune_sst2
-        (out / "sst2_results.json").unlink(missing_ok=True)           # both runs below write their key afresh
-        for tag, extra in (("pretrained", []), ("random", ["--random-init", "--no-bow"])):
-            t = now()
-            sargs = base + ["--out", str(out), "--max_samples", str(sst_n), "--epochs", str(sst_ep),
-                            "--seeds", str(sst_seeds)] + extra
-            commands[f"sst2_{tag}"] = "python finetune_sst2.py " + " ".join(sargs)
-            print(f"== SST-2: {commands[f'sst2_{tag}']} ==")
-            results[f"sst2_{tag}"] = finetune_sst2.main(sargs)
-            times[f"SST-2 {tag} ({sst_seeds} seeds x {sst_ep} epochs x {sst_n} phrases"
-                  f"{', + BoW floor' if tag == 'pretrained' else ''})"] = since(t)
+        (out / "sst2_results.json").unlink(missing_ok=True)           # both inits below write their key afresh
+        t = now()
+        sargs = base + ["--out", str(out), "--max_samples", str(sst_n), "--epochs", str(sst_ep),
+                        "--seeds", str(sst_seeds), "--with-random-init"]    # the control: same recipe, same pool
+        commands["sst2_pretrained"] = commands["sst2_random"] = "python finetune_sst2.py " + " ".join(sargs)
+        print(f"== SST-2: {commands['sst2_pretrained']} ==")
+        results["sst2_pretrained"] = finetune_sst2.main(sargs)
+        results["sst2_random"] = results["sst2_pretrained"].pop("random_init")
+        times[f"SST-2 pretrained + random init ({sst_seeds} seeds each x {sst_ep} epochs x "
+              f"{sst_n or 'all'} phrases, + BoW floor)"] = since(t)
 
     if "attention" not in skip:
         from metrics import plot_attention_grid

@@ -134,6 +134,8 @@ CASES = [  # (script, arguments, words the error line must contain)
     ("finetune_sst2.py", "--checkpoint {d}/run --seeds 0 " + SST2, ["--seeds", "at least 1"]),
     ("finetune_sst2.py", "--checkpoint {d}/run --dropout 1.0 " + SST2, ["--dropout", "[0, 1)"]),
     ("finetune_sst2.py", "--checkpoint {d}/run --predict {d}/latin1.txt " + SST2, ["latin1.txt:2", "UTF-8"]),
+    ("finetune_sst2.py", "--checkpoint {d}/run --sweep 32-1e-4 " + SST2, ["--sweep", "batch:lr", "32-1e-4"]),
+    ("finetune_sst2.py", "--checkpoint {d}/run --jobs 0 " + SST2, ["--jobs", "at least 1"]),
     ("export_hf.py", "{d}/run/resume.npz {d}/new_hf", ["resume.npz", "cannot load", "best.npz"]),
     ("export_hf.py", "{d}/run/best.npz {d}/new_hf --vocab {d}/vocab_big.txt", ["14 tokens", "vocab_size 13"]),
     ("export_hf.py", "{d}/run/best.npz {d}/hf", ["already holds an export", "--overwrite"]),

@@ -102,19 +102,63 @@ def test_word_baselines_and_control_task():
 def test_head_backward_matches_finite_differences():
     from tests.gradcheck import num_grad, rel_error
     rng = np.random.default_rng(0)
-    B, T, H, C = 3, 4, 5, 2
-    h = rng.normal(size=(B, T, H))
+    B, H, C = 3, 5, 2
+    x = rng.normal(size=(B, H))
     head = {k: v.astype(np.float64) + 0.1 * rng.normal(size=v.shape) for k, v in
             finetune_sst2.head_init(H, C, rng, std=0.5).items()}
     dout = rng.normal(size=(B, C))
     drop_rng = lambda: np.random.default_rng(7)                        # the same dropout mask every call
-    f = lambda: finetune_sst2.head_forward(h, head, 0.3, training=True, rng=drop_rng())[0]
-    _, cache = finetune_sst2.head_forward(h, head, 0.3, training=True, rng=drop_rng())
-    dh, grads = finetune_sst2.head_backward(dout, cache)
-    assert rel_error(dh, num_grad(f, h, dout)) < 1e-8
-    assert np.all(dh[:, 1:] == 0)                                      # only [CLS] feeds the head
+    f = lambda: finetune_sst2.head_forward(x, head, 0.3, training=True, rng=drop_rng())[0]
+    _, cache = finetune_sst2.head_forward(x, head, 0.3, training=True, rng=drop_rng())
+    dx, grads = finetune_sst2.head_backward(dout, cache)
+    assert rel_error(dx, num_grad(f, x, dout)) < 1e-8
     for k in head:
         assert rel_error(grads[k], num_grad(f, head[k], dout)) < 1e-8, k
+
+
+def test_cls_forward_is_h0_of_encode():
+    """Running the last FFN sublayer on the [CLS] rows only changes nothing at [CLS]."""
+    from tests import gradcheck as gc
+    model = gc.tiny_model(seed=0)
+    ids, mask, _, _ = gc.tiny_batch(model.config)
+    cls, cache = finetune_sst2.cls_forward(model, ids, mask)
+    h, _ = model.encode(ids, attention_mask=mask)
+    assert cls.shape == (3, model.config.hidden_size) and cache["rows"].tolist() == [0, 7, 14]
+    np.testing.assert_allclose(cls, h[:, 0], rtol=1e-12, atol=1e-12)
+
+
+def test_classifier_backward_through_the_encoder_matches_finite_differences():
+    """loss = cross-entropy(head(cls_forward(ids))), padding, dropout on (the same masks every call): every
+    grad of the encoder and head at sampled entries, float64, as tests/test_gradients.py checks the MLM model."""
+    from mlm import mlm_loss
+    from tests import gradcheck as gc
+    model = gc.tiny_model(seed=2, dropout=0.2)
+    ids, mask, _, _ = gc.tiny_batch(model.config, seed=2)
+    r = np.random.default_rng(2)
+    head = {k: 0.5 * r.standard_normal(v.shape) for k, v in finetune_sst2.head_init(model.config.hidden_size, 2, r).items()}
+    y = np.array([1, 0, 1])
+
+    def run(grads=False):
+        rng = np.random.default_rng(11)                                 # the same dropout masks every call
+        x, cache = finetune_sst2.cls_forward(model, ids, mask, training=True, rng=rng)
+        logits, hcache = finetune_sst2.head_forward(x, head, 0.2, training=True, rng=rng)
+        loss, dlogits = mlm_loss(logits, y)
+        if not grads:
+            return loss
+        dx, g = finetune_sst2.head_backward(dlogits, hcache)
+        return g | finetune_sst2.cls_backward(model, cache, dx)
+
+    g = run(grads=True)
+    params = {k: v for k, v in model.params.items() if not k.startswith("mlm.")} | head
+    assert set(g) == set(params)
+    for k, a in params.items():
+        assert g[k].shape == a.shape and g[k].dtype == a.dtype, k
+        idxs = [np.unravel_index(i, a.shape) for i in r.choice(a.size, size=min(4, a.size), replace=False)]
+        ours = np.array([g[k][i] for i in idxs])
+        if k.endswith(".bk"):                                           # softmax ignores a shift of all scores
+            assert np.max(np.abs(g[k])) <= 1e-12, k
+        else:
+            assert gc.rel_error(ours, gc.num_grad_at(run, a, idxs)) <= 1e-6, k
 
 
 def test_bow_floor_separates_a_toy_task():
@@ -158,6 +202,48 @@ def test_finetune_turns_dropout_on_and_keeps_the_best_epoch(tiny_run):
     assert len(hist["loss"]) == 9 and hist["best_dev_acc"] == max(hist["dev_acc"])
     acc = (finetune_sst2.predict(model, head, seqs).argmax(-1) == y).mean()
     assert acc == hist["best_dev_acc"]                                 # the best epoch's state was restored
+
+
+def test_parallel_runs_equal_sequential_runs(tiny_run):
+    """Two runs (pretrained seed 0, random init seed 1) in 2 spawn workers give exactly what they give one
+    after the other in this process: every loss, every dev accuracy, every fine-tuned weight."""
+    run, tok = tiny_run
+    sents, y = finetune_sst2.read_tsv(FIX / "eval_sst2.tsv")
+    seqs, _ = finetune_sst2.encode(tok, sents, 12)
+    base = {"checkpoint": str(run / "best.npz"), "vocab": str(run / "vocab.txt"), "train": (seqs, y), "dev": (seqs, y),
+            "epochs": 2, "dropout": 0.1, "batch_size": 4, "lr": 1e-3, "keep": True}
+    tasks = [dict(base, init="pretrained", seed=0, desc="pretrained"), dict(base, init="random", seed=1, desc="random")]
+    seq, par = finetune_sst2.run_tasks(tasks, jobs=1), finetune_sst2.run_tasks(tasks, jobs=2)
+    assert seq[0][0]["loss"] != seq[1][0]["loss"]                       # two different runs
+    for (h1, s1), (h2, s2) in zip(seq, par):
+        assert h1["loss"] == h2["loss"] and h1["dev_acc"] == h2["dev_acc"] and len(h1["loss"]) == 6
+        assert set(s1) == set(s2) and all(np.array_equal(s1[k], s2[k]) for k in s1)
+
+
+def test_sweep_prints_a_table_and_writes_json(tiny_run, tmp_path, capsys):
+    run, _ = tiny_run
+    rows = finetune_sst2.main(["--checkpoint", str(run), "--sweep", "4:1e-3,6:3e-3", "--epochs", "2", "--jobs", "1",
+                               "--out", str(tmp_path)])["sweep"]
+    assert [(r["batch_size"], r["lr"]) for r in rows] == [(4, 1e-3), (6, 3e-3)]
+    assert all(len(r["dev_acc_by_epoch"]) == 2 and r["best_dev_acc"] == max(r["dev_acc_by_epoch"]) for r in rows)
+    assert json.loads((tmp_path / "sst2_sweep.json").read_text(encoding="utf-8"))[1]["runs"][0]["batch_size"] == 6
+    assert (tmp_path / "sst2_sweep.png").is_file()
+    out = capsys.readouterr().out.splitlines()
+    assert "| 4 | 0.001 | " in "\n".join(out) and out[-1].startswith("sweep best: batch ")
+    assert finetune_sst2.parse_sweep("32:1e-4, 128:3e-4") == [(32, 1e-4), (128, 3e-4)]
+    for bad in ("32", "32:x", "0:1e-3", "32:0", ""):
+        assert finetune_sst2.parse_sweep(bad) is None, bad
+
+
+def test_finetune_with_random_init_runs_both_inits(tiny_run, tmp_path):
+    run, _ = tiny_run
+    res = finetune_sst2.main(["--checkpoint", str(run), "--with-random-init", "--seeds", "2", "--epochs", "1",
+                              "--batch-size", "4", "--jobs", "1", "--no-bow", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "sst2_results.json").read_text(encoding="utf-8"))
+    assert res["init"] == "pretrained" and res["random_init"]["init"] == "random"
+    assert saved["random"]["dev_acc_per_seed"] == res["random_init"]["dev_acc_per_seed"]
+    assert len(saved["pretrained"]["runs"]) == len(saved["random"]["runs"]) == 2
+    assert saved["pretrained"]["runs"][0]["best_epoch"] == 1 and saved["random"]["batch_size"] == 4
 
 
 @pytest.mark.parametrize("case", ["no_checkpoint", "vocab_mismatch", "no_dataset"])
