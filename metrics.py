@@ -229,7 +229,7 @@ def plot_training(out, recs):
         for k in ents:
             ax.plot([r["step"] for r in val], [r.get(k, float("nan")) for r in val], "o-", label=k.split("/", 1)[1])
         ax.set(xlabel="step", ylabel="nats", ylim=(0, None),
-               title="held-out attention entropy (near 0: heads ignore the context)")
+               title="held-out attention entropy (near 0: one key per query; study.py heads tells which)")
         ax.legend(fontsize=7)
         save(fig, "attention.png")
     fig, ax = plt.subplots(figsize=(6, 3))

@@ -11,6 +11,7 @@ Usage:
     python study.py run b32_lr5e-4 b128_lr2e-3 --jobs 2  # run some (logs in runs/study/<name>.log)
     python study.py plot runs/study/* --out figures/recipe_study.png     # held-out curves in one figure
     python study.py torch --steps 1000 --out runs/torch_vs_numpy         # ours vs the PyTorch twin
+    python study.py heads runs/mini                      # where each attention head of a checkpoint looks
 
 `torch` trains three models for the same steps on one thread each: ours and tests/torch_bert.py's
 PyTorch twin from the same init, on the same batches, masks and schedule (the only difference is the
@@ -236,6 +237,27 @@ def cmd_torch(args):
           f"vs {curves['torch'][-1]:.4f}) | seed noise (ours, seed 0 vs 1) max {noise:.4f}")
 
 
+def cmd_heads(args):
+    """Where each head of a trained checkpoint looks, on 32 held-out rows: its mean attention entropy, and
+    the share of its weight on [CLS] + [SEP], on the previous token, on itself and on the next token."""
+    import data
+    from checkpoint import find_checkpoint
+    from model import MiniBERT
+    model = MiniBERT.load(find_checkpoint(args.checkpoint))
+    T = model.config.max_position_embeddings
+    valid, _ = data.load_tokens(Path(args.cache_dir or REPO / "data") / "wiki.valid.bin")
+    ids = data.heldout_batches(valid, T, 32, 1)[0]                  # (32, T), the first held-out batch
+    _, cache = model.encode(ids)
+    t = np.arange(T)
+    print("layer head | entropy (nats) | [CLS]+[SEP] | previous | self | next")
+    for layer, p in enumerate(cache["attn_probs"]):                 # (B, A, T, T)
+        for a in range(p.shape[1]):
+            pa = p[:, a]                                            # (B, T, T): row = query, column = key
+            ent = float(-(pa * np.log(pa + 1e-12)).sum(-1).mean())
+            print(f"{layer:5d} {a:4d} | {ent:14.2f} | {pa[:, :, 0].mean() + pa[:, :, T - 1].mean():11.2f} | "
+                  f"{pa[:, t[1:], t[1:] - 1].mean():8.2f} | {pa[:, t, t].mean():4.2f} | {pa[:, t[:-1], t[:-1] + 1].mean():4.2f}")
+
+
 def main(argv=None):
     p = ArgumentParser(description="Recipe study runs, their curves in one plot, and ours vs PyTorch.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -248,6 +270,9 @@ def main(argv=None):
     s = sub.add_parser("plot", help="held-out curves of several runs in one PNG")
     s.add_argument("runs", nargs="+", help="train.py --out folders")
     s.add_argument("--out", default="figures/recipe_study.png")
+    s = sub.add_parser("heads", help="where each attention head of a checkpoint looks (previous / next token, ...)")
+    s.add_argument("checkpoint", help="run folder or .npz")
+    s.add_argument("--cache-dir", default=None, help="where wiki.valid.bin is (default data/)")
     s = sub.add_parser("torch", help="ours vs the PyTorch twin, same init, batches, masks and schedule")
     s.add_argument("--steps", type=at_least(1), default=1000)
     s.add_argument("--batch-size", type=at_least(1), default=128, help="logical batch (rows)")
@@ -264,7 +289,7 @@ def main(argv=None):
     s.add_argument("--cache-dir", default=None, help="where the vocab and token files are (default data/)")
     s.add_argument("--out", default="runs/torch_vs_numpy")
     args = p.parse_args(argv)
-    {"list": cmd_list, "run": cmd_run, "plot": cmd_plot, "torch": cmd_torch}[args.cmd](args)
+    {"list": cmd_list, "run": cmd_run, "plot": cmd_plot, "torch": cmd_torch, "heads": cmd_heads}[args.cmd](args)
 
 
 if __name__ == "__main__":
