@@ -132,7 +132,9 @@ def cmd_plot(args):
         a.grid(alpha=0.3)
     lo = min(r[0] for r in rows)
     for a in axes[:2]:
-        a.set_ylim(lo - 0.2, min(7.3, lo + 2.0))
+        a.set_ylim(lo - 0.1, 7.2)
+    for a in axes:                                                   # 10-minute runs beside a 90-minute one
+        a.set_xscale("log")
     axes[2].legend(fontsize=7)
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
