@@ -27,8 +27,12 @@ def embedding_backward(dout, cache):
     """forward: out[n] = W[ids[n]]  ->  dW[v] = sum_{n: ids[n] = v} dout[n]  (a scatter-add; rows never
     looked up get 0).   Derivation: DERIVATIONS.md#embedding-lookup"""
     ids, shape = cache
+    H = shape[1]
     dW = np.zeros(shape, dout.dtype)                                # (V, H)
-    np.add.at(dW, ids.reshape(-1), dout.reshape(-1, shape[1]))
+    # the same scatter-add on the flat (V*H,) view, dW.flat[ids[n]*H + h] += dout[n, h]: NumPy's fast 1-D
+    # ufunc.at, about 3x faster than the 2-D form, and the same additions in the same order (bit-identical)
+    flat_ids = (ids.reshape(-1, 1) * H + np.arange(H)).reshape(-1)  # (N*H,)
+    np.add.at(dW.reshape(-1), flat_ids, dout.reshape(-1))
     return dW
 
 
