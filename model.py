@@ -125,6 +125,12 @@ def merge_heads(x):
     return x.transpose(0, 2, 1, 3).reshape(B * T, A * D)
 
 
+def split_qkv(qkv, B, A):
+    """(B*T, 3H) = [q | k | v] -> q, k, v: (B, A, T, D) each, views (no copy)."""
+    q, k, v = qkv.reshape(B, -1, 3, A, qkv.shape[-1] // (3 * A)).transpose(2, 0, 3, 1, 4)   # (3, B, A, T, D)
+    return q, k, v
+
+
 # ---- layers ----
 
 def embeddings_forward(ids, W, eps, p_drop, rng):  # (B, T) -> (B*T, H)
@@ -140,16 +146,17 @@ def embeddings_forward(ids, W, eps, p_drop, rng):  # (B, T) -> (B*T, H)
 def attention_sublayer_forward(x, W, B, mask_bias, A, eps, p_hidden, p_attn, rng):  # (B*T, H) -> (B*T, H)
     """out = LN(x + dropout(MHA(x) Wo + bo)),  MHA(x) = concat_heads(attention(x Wq + bq, x Wk + bk, x Wv + bv)).
     W: the layer{i}.attn.* params without the prefix."""
-    q, c_q = linear_forward(x, W["Wq"], W["bq"])                    # (B*T, H)
-    k, c_k = linear_forward(x, W["Wk"], W["bk"])                    # (B*T, H)
-    v, c_v = linear_forward(x, W["Wv"], W["bv"])                    # (B*T, H)
-    ctx, c_att = attention_forward(split_heads(q, B, A), split_heads(k, B, A), split_heads(v, B, A),
-                                   mask_bias, p_attn, rng)          # (B, A, T, D)
+    # q, k, v in one GEMM: [q | k | v] = x [Wq | Wk | Wv] + [bq | bk | bv]  (the params stay three matrices)
+    Wqkv = np.concatenate([W["Wq"], W["Wk"], W["Wv"]], axis=1)      # (H, 3H)
+    bqkv = np.concatenate([W["bq"], W["bk"], W["bv"]])              # (3H,)
+    qkv, c_qkv = linear_forward(x, Wqkv, bqkv)                      # (B*T, 3H)
+    q, k, v = split_qkv(qkv, B, A)                                  # (B, A, T, D) each
+    ctx, c_att = attention_forward(q, k, v, mask_bias, p_attn, rng)  # (B, A, T, D)
     a, c_o = linear_forward(merge_heads(ctx), W["Wo"], W["bo"])     # (B*T, H)
     a, c_drop = dropout_forward(a, p_hidden, rng)
     s, _ = residual_forward(x, a)
     out, c_ln = layernorm_forward(s, W["ln.gamma"], W["ln.beta"], eps)
-    return out, (c_q, c_k, c_v, c_att, c_o, c_drop, c_ln)
+    return out, (c_qkv, c_att, c_o, c_drop, c_ln)
 
 
 def ffn_sublayer_forward(x, W, act, eps, p_hidden, rng):  # (N, H) -> (N, H)
@@ -264,7 +271,7 @@ class MiniBERT:
             x, c_ffn = ffn_sublayer_forward(x, sub_params(P, f"layer{i}.ffn."), c.hidden_act, c.layer_norm_eps,
                                             c.hidden_dropout_prob, rng)
             layers.append((c_attn, c_ffn))
-            attn_probs.append(c_attn[3][4][0])                      # c_att -> c_soft -> probs (before dropout)
+            attn_probs.append(c_attn[1][4][0])                      # c_att -> c_soft -> probs (before dropout)
             hidden_states.append(None if x.shape[0] != B * T else x.reshape(B, T, -1))   # None: gathered rows
         cache = {"hidden_states": hidden_states, "attn_probs": attn_probs, "emb": c_emb, "layers": layers,
                  "rows": rows, "shape": (B, T)}
