@@ -77,18 +77,18 @@ def layernorm_backward(dout, cache):
 
 
 def gelu_backward(dout, cache):
-    """forward: out = 0.5 x (1 + th), th = tanh(u), u = c (x + 0.044715 x^3)
-    ->  dx = dout * [0.5 (1 + th) + 0.5 x (1 - th^2) c (1 + 3 * 0.044715 x^2)].
+    """forward: out = x phi, phi = 0.5 (1 + tanh(u)), u = c (x + 0.044715 x^3)
+    ->  dx = dout * phi * (1 + 2 x (1 - phi) du/dx),  du/dx = c (1 + 0.134145 x^2)
+    (product rule with dphi/dx = 0.5 (1 - tanh^2) du/dx = 2 phi (1 - phi) du/dx).
     Derivation: DERIVATIONS.md#gelu"""
-    x, th = cache
+    x, phi = cache
     dx = x * x
-    dx *= 0.134145 * GELU_C                                         # 3 * 0.044715 = 0.134145
-    dx += GELU_C                                                    # du/dx = c (1 + 0.134145 x^2)
+    dx *= 2 * 0.134145 * GELU_C                                     # 3 * 0.044715 = 0.134145
+    dx += 2 * GELU_C                                                # 2 du/dx = 2 c (1 + 0.134145 x^2)
     dx *= x
-    dx *= 1.0 - th * th                                             # x (1 - th^2) du/dx   (term 2)
-    dx += th
-    dx += 1.0                                                       # + (1 + th)           (term 1)
-    dx *= 0.5
+    dx *= 1.0 - phi                                                 # 2 x (1 - phi) du/dx   (term 2 / phi)
+    dx += 1.0                                                       # + 1                   (term 1 / phi)
+    dx *= phi
     dx *= dout
     return dx
 

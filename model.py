@@ -58,17 +58,16 @@ GELU_C = math.sqrt(2.0 / math.pi)   # a Python float: keeps float32 arrays float
 
 
 def gelu_forward(x):
-    """gelu(x) = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)   (tanh form of the BERT code).
-    x: any shape -> same shape"""
+    """gelu(x) = x phi,  phi = 0.5 (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)   (tanh form of the BERT
+    code; phi approximates the normal CDF Phi(x) of gelu = x Phi(x)).   x: any shape -> same shape"""
     u = x * x
     u *= 0.044715 * GELU_C
     u += GELU_C
     u *= x                                                          # u = c x + c 0.044715 x^3
-    th = np.tanh(u, out=u)
-    out = th + 1.0
-    out *= x
-    out *= 0.5
-    return out, (x, th)
+    phi = np.tanh(u, out=u)
+    phi *= 0.5
+    phi += 0.5                                                      # phi = 0.5 (1 + tanh(u))
+    return x * phi, (x, phi)
 
 
 def relu_forward(x):
