@@ -23,14 +23,16 @@ from model import GELU_C, split_heads, split_qkv, sub_params
 
 # ---- primitives ----
 
-def embedding_backward(dout, cache):
+def embedding_backward(dout, cache, dW=None):
     """forward: out[n] = W[ids[n]]  ->  dW[v] = sum_{n: ids[n] = v} dout[n]  (a scatter-add; rows never
-    looked up get 0).   Derivation: DERIVATIONS.md#embedding-lookup"""
+    looked up get 0).  dW: None, or W's gradient from its other use (the tied decoder's, a fresh array of
+    the caller's), which the scatter-add then adds into: no (V, H) zero fill and no (V, H) sum of the two.
+    Derivation: DERIVATIONS.md#embedding-lookup"""
     ids, shape = cache
     H = shape[1]
-    dW = np.zeros(shape, dout.dtype)                                # (V, H)
-    # the same scatter-add on the flat (V*H,) view, dW.flat[ids[n]*H + h] += dout[n, h]: NumPy's fast 1-D
-    # ufunc.at, about 3x faster than the 2-D form, and the same additions in the same order (bit-identical)
+    dW = np.zeros(shape, dout.dtype) if dW is None else dW          # (V, H)
+    # the scatter-add on the flat (V*H,) view, dW.flat[ids[n]*H + h] += dout[n, h]: NumPy's fast 1-D
+    # ufunc.at, about 3x faster than the 2-D form, and the same additions in the same order
     flat_ids = (ids.reshape(-1, 1) * H + np.arange(H)).reshape(-1)  # (N*H,)
     np.add.at(dW.reshape(-1), flat_ids, dout.reshape(-1))
     return dW
@@ -103,7 +105,7 @@ def softmax_backward(dout, cache):
     """forward: p = softmax(x)  ->  dx = p * (dout - sum_k dout_k p_k)   (over the last axis).
     Derivation: DERIVATIONS.md#softmax"""
     (p,) = cache
-    dx = dout - (dout * p).sum(axis=-1, keepdims=True)
+    dx = dout - np.einsum("...k,...k->...", dout, p)[..., None]     # dout - sum_k dout_k p_k (no temporary)
     dx *= p
     return dx
 
@@ -144,16 +146,17 @@ def attention_backward(dout, cache, out=None):
 
 # ---- layers ----
 
-def embeddings_backward(dout, cache):  # (B*T, H) -> grads of emb.*
+def embeddings_backward(dout, cache, dtok=None):  # (B*T, H) -> grads of emb.*
     """forward: x = dropout(LN(E_tok[ids] + E_pos[:T]))  ->  dE_pos[t] = sum over the batch of dsum[:, t]
-    (0 for t >= T), dE_tok = scatter-add of dsum at ids.  Returns grads keyed without the 'emb.' prefix."""
+    (0 for t >= T), dE_tok = scatter-add of dsum at ids (added into dtok, E_tok's decoder gradient, if given).
+    Returns grads keyed without the 'emb.' prefix."""
     c_tok, c_ln, c_drop, pos_shape = cache
     B, T = c_tok[0].shape
     g = {}
     dx = dropout_backward(dout, c_drop)
     dsum, g["ln.gamma"], g["ln.beta"] = layernorm_backward(dx, c_ln)
-    dtok, dpos_bt = residual_backward(dsum.reshape(B, T, -1))      # (B, T, H)
-    g["tok"] = embedding_backward(dtok, c_tok)                      # (V, H)
+    dx_tok, dpos_bt = residual_backward(dsum.reshape(B, T, -1))    # (B, T, H)
+    g["tok"] = embedding_backward(dx_tok, c_tok, dtok)              # (V, H)
     g["pos"] = np.zeros(pos_shape, dout.dtype)                      # (max_position_embeddings, H)
     g["pos"][:T] = dpos_bt.sum(axis=0)                              # E_pos broadcast along B: sum over B
     return g
@@ -212,9 +215,10 @@ def mlm_head_backward(dlogits, cache):  # (N, V) -> (N, H)
 
 # ---- model ----
 
-def _encoder_backward(model, cache, dx):
+def _encoder_backward(model, cache, dx, dtok=None):
     """Reverse replay of MiniBERT._encode. dx: (B*T, H), or (N, H) when the forward ran with an mlm_mask.
-    -> grads for every emb.* and layer*.* key, with 'emb.tok' holding only the embedding-lookup part."""
+    -> grads for every emb.* and layer*.* key; 'emb.tok' is the embedding-lookup part, added into dtok
+    (the tied decoder's part, (V, H)) when given."""
     B, T = cache["shape"]
     rows, grads = cache["rows"], {}
     L = len(cache["layers"])
@@ -230,7 +234,7 @@ def _encoder_backward(model, cache, dx):
             dx = dfull
         dx, g = attention_sublayer_backward(dx, c_attn)
         grads.update({f"layer{i}.attn.{k}": v for k, v in g.items()})
-    g = embeddings_backward(dx, cache["emb"])
+    g = embeddings_backward(dx, cache["emb"], dtok)
     grads.update({f"emb.{k}": v for k, v in g.items()})
     return grads
 
@@ -253,8 +257,7 @@ def backward(model, cache, dlogits):
                          f"{cache['logits_shape']}; pass the gradient of those logits.")
     V = dlogits.shape[-1]
     dx, g, dE_dec = mlm_head_backward(dlogits.reshape(-1, V), cache["head"])
-    grads = _encoder_backward(model, cache, dx)
-    grads["emb.tok"] += dE_dec                                      # tied weight: decoder + lookup gradients
+    grads = _encoder_backward(model, cache, dx, dtok=dE_dec)        # tied weight: decoder + lookup gradients
     grads.update({f"mlm.{k}": v for k, v in g.items()})
     return {k: grads[k] for k in model.params}                      # the params' key order
 

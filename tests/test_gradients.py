@@ -59,6 +59,16 @@ def test_embedding_backward(shape):
     assert gc.check_embedding(shape) <= 1e-8
 
 
+def test_embedding_backward_adds_into_given_gradient():
+    """dW= (the tied decoder's gradient): the scatter-add lands in it, same sum as zeros + scatter + dW."""
+    r = np.random.default_rng(0)
+    W, ids = r.standard_normal((7, 3)), r.integers(0, 7, size=(4, 5))
+    out, cache = M.embedding_forward(ids, W)
+    dout, dW_other = r.standard_normal(out.shape), r.standard_normal(W.shape)
+    expected = G.embedding_backward(dout, cache) + dW_other
+    np.testing.assert_allclose(G.embedding_backward(dout, cache, dW_other.copy()), expected, rtol=1e-13, atol=1e-13)
+
+
 def test_attention_backward():
     assert gc.check_attention(p_drop=0.0) <= 1e-8
     assert gc.check_attention(p_drop=0.2) <= 1e-8          # dropout on the probabilities, fixed rng
