@@ -48,9 +48,8 @@ def mlm_loss(logits, labels):
     logp_y = zs[np.arange(n), ys] - zmax[:, 0] - np.log(sumexp[:, 0])   # (n,)
     loss = -logp_y.mean()
     probs = e
-    probs /= sumexp
-    probs[np.arange(n), ys] -= 1.0                                  # probs - onehot(y)
-    probs *= 1.0 / n
+    probs *= 1.0 / (n * sumexp)                                     # probs / n
+    probs[np.arange(n), ys] -= 1.0 / n                              # (probs - onehot(y)) / n
     if all_scored:
         return float(loss), probs.reshape(logits.shape)
     dz = np.zeros_like(z)                                           # (M, V): unscored rows get 0
