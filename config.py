@@ -5,7 +5,7 @@ Usage:
     python config.py --preset larger --batch-size 16
 
 Expect (mini): 2,965,760 parameters, 53% of them in the token embedding (V=8192 x H=192), which the MLM
-decoder shares (tied weights); at B=32 T=64 about 168 MiB for weights + grads + AdamW state + activations,
+decoder shares (tied weights); at B=32 T=64 about 169 MiB for weights + grads + AdamW state + activations,
 and 17.1 GFLOP of matmuls per training step with the MLM head on the 15% masked positions.
 `larger`: 30,095,312 parameters.
 """
