@@ -9,6 +9,7 @@ Ours and torch alternate in rounds inside one process, so both see the same mach
 
 Usage:
     python benchmark.py --batch-size 32             # ms/step (fwd/bwd/opt), GFLOP/s vs matmul floor, vs torch
+    python benchmark.py --batch-size 8 32 128       # each size as above, then a summary (128 = 4 x 32 rows)
     python benchmark.py --batch-size 8 --threads 1  # one thread
     python benchmark.py --batch-size 32 --profile   # where the time goes (cProfile, one thread)
     python benchmark.py --fwd-bwd 8 32              # forward + backward alone, at B=8 and B=32
@@ -20,6 +21,7 @@ step (51.5 fwd / 97.2 bwd / 10.2 AdamW), torch eager 208.4 ms (0.76x), matmul fl
 """
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +30,7 @@ import numpy as np
 
 import gradients
 import mlm
-from config import PRESETS, ArgumentParser, at_least, get_config
+from config import PRESETS, ArgumentParser, UserError, at_least, cli, get_config
 from model import MiniBERT
 from optimizer import AdamW
 from train import CHECKS as TRAIN_CHECKS, build_parser as train_parser, make_micro_batch, train_step
@@ -50,8 +52,8 @@ def gemm_shapes(config, B, T, n_masked):
     def linear(rows, k, n):                                         # forward, dx = dout W^T, dW = x^T dout
         shapes.extend([(1, rows, k, n, False), (1, rows, n, k, False), (1, k, rows, n, True)])
     for i in range(L):
-        for _ in range(4):
-            linear(R, H, H)                                         # Wq, Wk, Wv, Wo
+        linear(R, H, 3 * H)                                         # [Wq | Wk | Wv]: one fused GEMM
+        linear(R, H, H)                                             # Wo
         shapes.extend([(B * A, T, D, T, False), (B * A, T, T, D, False)])   # scores, ctx
         shapes.extend([(B * A, T, D, T, False), (B * A, T, T, D, True),     # dpd, dv
                        (B * A, T, T, D, False), (B * A, T, T, D, True)])    # dq, dk
@@ -215,7 +217,8 @@ def benchmark(args):
           f"GFLOP/s | CPU ms/step (all threads)")
     print(f"{'numpy':12s} | {ms_step:8.1f} | {f:8.1f} | {b:8.1f} | {o:9.1f} | {tok_s:8.0f} | {gf(ms_step):7.1f} | "
           f"{cpu(ours_cpu):8.1f}")
-    result = {"preset": args.preset, "batch_size": B, "accum": args.accum, "seq_len": T, "threads": threads,
+    result = {"preset": args.preset, "logical_batch": B * args.accum, "batch_size": B, "accum": args.accum,
+              "seq_len": T, "threads": threads,
               "ms_per_step": round(ms_step, 2), "forward_ms": round(f, 2), "backward_ms": round(b, 2),
               "optimizer_ms": round(o, 2), "tokens_per_s": round(tok_s, 1), "gflops": round(gf(ms_step), 2),
               "floor_ms": round(floor_ms, 2), "floor_ratio": round(ms_step / floor_ms, 3), "peak_rss_mb": round(rss, 1),
@@ -234,6 +237,43 @@ def benchmark(args):
     return result
 
 
+def benchmark_sizes(args, argv, sizes):
+    """Several logical batch sizes in one command (--batch-size 8 32 128): each size runs benchmark() in a
+    fresh child process (its own peak RSS, no torch memory left over from the size before), then one summary
+    table and, last, one JSON line with every result. A logical batch of at most 32 rows is one micro-batch
+    (as with a single --batch-size); a larger one is accumulated from micro-batches of train.py's default
+    size (32 rows), as a training run does it, with fewer timed steps."""
+    bad = [B for B in sizes if B > 32 and B % 32]
+    if bad:
+        raise UserError(f"--batch-size {bad[0]}: a batch above 32 rows must be a multiple of the 32-row "
+                        f"micro-batch; use e.g. {32 * max(1, bad[0] // 32)}.")
+    results = []
+    for B in sizes:
+        micro = min(B, 32)                                          # train.py's default micro-batch
+        accum, steps = B // micro, args.bench_steps if B <= 32 else max(4, args.bench_steps * 32 // B)
+        cmd = [sys.executable, str(REPO / "benchmark.py"), *argv,    # the last --batch-size given wins
+               "--batch-size", str(micro), "--accum", str(accum), "--bench-steps", str(steps)]
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, encoding="utf-8")
+        print(out.stdout, end="", flush=True)
+        if out.returncode != 0:
+            raise UserError(f"the benchmark at --batch-size {B} failed (exit status {out.returncode}); see above.")
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    r0 = results[0]
+    print(f"\nsummary: {r0['preset']}, float32, T={r0['seq_len']}, {r0['threads']} threads for ours and torch, "
+          f"matmul floor = the step's GEMMs on one core / threads")
+    print(f"{'batch':>13s} | {'ours ms':>8s} | {'torch ms':>8s} | {'ours/torch':>10s} | {'floor ms':>8s} | "
+          f"{'ours/floor':>10s} | {'tokens/s':>8s} | {'CPU ms':>8s} | peak RSS")
+    for r in results:
+        name = f"B={r['logical_batch']}" + (f" ({r['accum']}x{r['batch_size']})" if r["accum"] > 1 else "")
+        torch_ms, ratio = ((f"{r['torch_ms_per_step']:8.1f}", f"{r['torch_ratio']:10.2f}") if "torch_ratio" in r
+                           else (f"{'-':>8s}", f"{'-':>10s}"))
+        print(f"{name:>13s} | {r['ms_per_step']:8.1f} | {torch_ms} | {ratio} | {r['floor_ms']:8.1f} | "
+              f"{r['floor_ratio']:10.2f} | {r['tokens_per_s']:8.0f} | {r['cpu_ms_per_step']:8.1f} | "
+              f"{r['peak_rss_mb']:.0f} MB")
+    print(json.dumps({"benchmark": results}))
+    return results
+
+
 # ---- command line ----
 
 def build_parser():
@@ -242,8 +282,10 @@ def build_parser():
     count = at_least(1)
     p = ArgumentParser(description="Time Mini-BERT's training step next to PyTorch eager and a matmul floor.")
     p.add_argument("--preset", default="mini", choices=sorted(PRESETS), help="model size (config.py)")
-    p.add_argument("--batch-size", type=count, default=None,
-                   help="rows of T tokens per micro-batch (default 32, as train.py)")
+    p.add_argument("--batch-size", type=count, nargs="+", default=None,
+                   help="rows of T tokens per micro-batch (default 32, as train.py); several values: logical "
+                        "batches timed one after the other, e.g. 8 32 128 (above 32 rows: accumulated 32-row "
+                        "micro-batches, as train.py), then a summary table")
     p.add_argument("--accum", type=count, default=1, help="micro-batches per step (torch takes all rows at once)")
     p.add_argument("--threads", type=count, default=os.cpu_count() or 1, help="worker threads (and torch threads)")
     p.add_argument("--bench-steps", type=count, default=20, help="timed steps per round (after 3 warm-up steps)")
@@ -257,10 +299,14 @@ def build_parser():
     return p
 
 
+@cli
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    if args.batch_size is None:
-        args.batch_size = 32                                        # train.py's default micro-batch
+    sizes = args.batch_size or [32]                                 # train.py's default micro-batch
+    if len(sizes) > 1 and not args.fwd_bwd:
+        return benchmark_sizes(args, argv, sizes)
+    args.batch_size = sizes[0]
     args.whole_word_mask = False                                    # synthetic ids have no word pieces
     if args.fwd_bwd:
         config = get_config(args.preset)

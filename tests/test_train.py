@@ -211,6 +211,22 @@ def test_benchmark_json(capsys):
     assert json.loads(alias.stdout.strip().splitlines()[-1]).keys() == res.keys()
 
 
+def test_benchmark_several_sizes(capsys):
+    """One command, several logical batches: above 32 rows, accumulated default (32-row) micro-batches."""
+    res = benchmark.main(["--preset", "tiny", "--batch-size", "2", "64", "--threads", "2", "--bench-steps", "1",
+                          "--no-torch"])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == {"benchmark": res}
+    assert [(r["logical_batch"], r["batch_size"], r["accum"]) for r in res] == [(2, 2, 1), (64, 32, 2)]
+    assert all(r["ms_per_step"] > 0 and r["floor_ms"] > 0 and r["peak_rss_mb"] > 0 for r in res)
+
+
+def test_benchmark_refuses_a_batch_not_made_of_micro_batches(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(["--preset", "tiny", "--batch-size", "8", "40", "--no-torch"])
+    assert "multiple of the 32-row micro-batch" in capsys.readouterr().err
+
+
 def test_resume_refuses_a_changed_vocab(tiny_data, tmp_path, capsys):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text((tiny_data / "vocab.txt").read_text(encoding="utf-8"), encoding="utf-8")
