@@ -15,9 +15,10 @@ Usage:
     python benchmark.py --fwd-bwd 8 32              # forward + backward alone, at B=8 and B=32
     python train.py --benchmark --batch-size 32     # the same as the first line (the old spelling)
 
-Expect (mini, float32, T=64, 2 threads, a quiet 2-core machine; README "Training speed"): B=32 158.7 ms per
-step (51.5 fwd / 97.2 bwd / 10.2 AdamW), torch eager 208.4 ms (0.76x), matmul floor 91.2 ms (1.74x), peak RSS
-242 MB; B=8 49.5 ms, torch 89.2 ms (0.56x). The last line is the figures as JSON.
+Expect (mini, float32, T=64, 30% masking, 2 threads, a quiet 2-core machine; README "Training speed"): B=32
+152.4 ms per step (57.8 fwd / 82.0 bwd / 12.1 AdamW), torch eager 173.2 ms (0.88x), matmul floor 74.6 ms (2.04x),
+peak RSS 255 MB; B=8 57.9 ms (0.71x torch, 3.27x the floor); B=128 (4 x 32) 571.1 ms (0.98x, 1.92x). Several
+sizes take about a minute and end with a summary table. The last line is the figures as JSON.
 """
 import json
 import os
