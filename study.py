@@ -97,7 +97,8 @@ def cmd_run(args):
 
 def read_heldout(run_dir):
     """The held-out records of a run's metrics.jsonl: (minutes, tokens, loss, acc) arrays."""
-    recs = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x]
+    from metrics import read_metrics
+    recs = read_metrics(Path(run_dir) / "metrics.jsonl")
     val = [r for r in recs if "val_loss" in r]
     tok = {r["step"]: r.get("tokens") for r in recs if "tokens" in r}
     mins = {r["step"]: r.get("elapsed_s", 0.0) / 60 for r in recs if "elapsed_s" in r}
@@ -166,9 +167,7 @@ def cmd_torch(args):
     config = get_config("mini", vocab_size=tok.vocab_size)
     T, B, V = config.max_position_embeddings, args.batch_size, tok.vocab_size
     specials = list(tok.special_ids)
-    eval_rng = np.random.default_rng(1234)
-    eval_set = [mlm.mask_tokens(b, eval_rng, V, specials, train.EVAL_MASK_PROB, mask_id=tok.mask_id)
-                for b in data.heldout_batches(valid, T, train.EVAL_ROWS, 64)]
+    eval_set = train.heldout_set(valid, T, tok, 64)                 # train.py's held-out set
     workers = Workers(1, 1)
     runs = {}
     for name, seed in (("ours", 0), ("torch", 0), ("ours_seed1", 1)):
@@ -178,9 +177,7 @@ def cmd_torch(args):
                "rng": np.random.default_rng(seed), "log": []}
         if name == "torch":
             run["tm"] = torch_bert.make_torch_model(config, model.params)
-            run["opt"] = torch_bert.make_optimizer(run["tm"], lr=args.lr, weight_decay=0.01)
-            for g in run["opt"].param_groups:
-                g["betas"] = (0.9, args.beta2)
+            run["opt"] = torch_bert.make_optimizer(run["tm"], lr=args.lr, weight_decay=0.01, betas=(0.9, args.beta2))
         else:
             run["opt"] = AdamW(model.params, lr=args.lr, betas=(0.9, args.beta2), eps=1e-6, weight_decay=0.01)
         runs[name] = run
@@ -250,12 +247,14 @@ def cmd_heads(args):
     valid, _ = data.load_tokens(Path(args.cache_dir or REPO / "data") / "wiki.valid.bin")
     ids = data.heldout_batches(valid, T, 32, 1)[0]                  # (32, T), the first held-out batch
     _, cache = model.encode(ids)
+    from metrics import attention_entropy
+    ents = attention_entropy(cache["attn_probs"])                   # (L, A)
     t = np.arange(T)
     print("layer head | entropy (nats) | [CLS]+[SEP] | previous | self | next")
     for layer, p in enumerate(cache["attn_probs"]):                 # (B, A, T, T)
         for a in range(p.shape[1]):
             pa = p[:, a]                                            # (B, T, T): row = query, column = key
-            ent = float(-(pa * np.log(pa + 1e-12)).sum(-1).mean())
+            ent = ents[layer, a]
             print(f"{layer:5d} {a:4d} | {ent:14.2f} | {pa[:, :, 0].mean() + pa[:, :, T - 1].mean():11.2f} | "
                   f"{pa[:, t[1:], t[1:] - 1].mean():8.2f} | {pa[:, t, t].mean():4.2f} | {pa[:, t[:-1], t[:-1] + 1].mean():4.2f}")
 

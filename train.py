@@ -208,6 +208,14 @@ def plot_in_background(out, proc=None):
 
 # ---- training ----
 
+def heldout_set(valid, T, tok, n_batches):
+    """The fixed held-out set: n_batches x EVAL_ROWS rows of the validation stream, masked at EVAL_MASK_PROB with
+    seed 1234 (the same masks at every evaluation, for every recipe). -> list of (input_ids, labels), (32, T) each"""
+    eval_rng = np.random.default_rng(1234)
+    return [mlm.mask_tokens(b, eval_rng, tok.vocab_size, list(tok.special_ids), EVAL_MASK_PROB, mask_id=tok.mask_id)
+            for b in data.heldout_batches(valid, T, EVAL_ROWS, n_batches)]
+
+
 CLI_ONLY = {"out", "resume", "stop_at", "threads", "quiet", "no_plots", "plot"}
 EVAL_ROWS = 32         # rows per held-out batch: the held-out set is --eval-batches x 32 rows for every recipe
 EVAL_MASK_PROB = 0.15   # the held-out set is masked at BERT's 15% whatever --mask-prob trains with: comparable runs
@@ -248,10 +256,7 @@ def run(args, given):
     if n_eval < 1:
         raise UserError(f"the validation stream ({len(valid)} tokens) is too short for one batch of "
                         f"{EVAL_ROWS} x {T}; pass a larger --valid file.")
-    eval_rng = np.random.default_rng(1234)                          # the same masks at every evaluation
-    eval_set = [mlm.mask_tokens(b, eval_rng, tok.vocab_size, tok_info["special_ids"], EVAL_MASK_PROB,
-                                mask_id=tok.mask_id)
-                for b in data.heldout_batches(valid, T, EVAL_ROWS, n_eval)]
+    eval_set = heldout_set(valid, T, tok, n_eval)
     batches = data.PackedBatches(tokens, T, args.batch_size, seed=args.seed)
     rng = np.random.default_rng(args.seed)
     if state is None:
@@ -330,8 +335,9 @@ def run(args, given):
             if args.stop_at is not None and state["step"] >= args.stop_at:
                 break
             step = state["step"]
-            warmup = args.warmup if args.warmup is not None else max(1, int(args.warmup_frac * total_steps()))
-            lr = lr_at(step, args.lr, warmup, total_steps(), args.schedule, args.min_lr)
+            total = total_steps()
+            warmup = args.warmup if args.warmup is not None else max(1, int(args.warmup_frac * total))
+            lr = lr_at(step, args.lr, warmup, total, args.schedule, args.min_lr)
             n_shards = workers.n
             micro = [make_micro_batch(batches.next_batch(), rng, tok_info, args, n_shards)
                      for _ in range(args.accum)]

@@ -98,12 +98,12 @@ def mlm_loss_torch(logits, labels):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
 
-def make_optimizer(tm, lr=1e-3, weight_decay=0.01):
+def make_optimizer(tm, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.999)):
     """torch AdamW with decay only on 2+-dimensional tensors, like optimizer.py."""
     decay = [p for p in tm.parameters() if p.dim() >= 2]
     no_decay = [p for p in tm.parameters() if p.dim() < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.999), eps=1e-6)
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas, eps=1e-6)
 
 
 def train_step(tm, opt, input_ids, labels, attention_mask=None, mlm_mask=None, max_grad_norm=1.0):
