@@ -57,7 +57,7 @@ def mlm_loss(logits, labels):
     return float(loss), dz.reshape(logits.shape)
 
 
-def log_prior(tokens, vocab_size, special_ids, chunk=1 << 24):
+def log_prior(tokens, vocab_size, special_ids, chunk=1 << 20):
     """log p(y) of the MLM labels, the unigram frequencies of the non-special tokens of a corpus, centred:
         bias[v] = log((count[v] + 0.5) / sum_u (count[u] + 0.5)) - mean_v(...)   (specials count 0: never labels)
     The starting value of the decoder bias `mlm.bias` ("init the output bias to the log prior", Karpathy 2019,
@@ -66,7 +66,7 @@ def log_prior(tokens, vocab_size, special_ids, chunk=1 << 24):
     8,192 biases by at most lr per step, and the gradient goes to using the context from the start.
     tokens: (N,) ints (np.memmap of a .bin) -> (V,) float32"""
     counts = np.zeros(vocab_size, dtype=np.int64)
-    for i in range(0, len(tokens), chunk):                          # chunks: a 100 MB memmap stays off the RSS
+    for i in range(0, len(tokens), chunk):     # 1M-token chunks: bincount's int64 copy is 8 MB, not 8 bytes a token
         counts += np.bincount(np.asarray(tokens[i:i + chunk]), minlength=vocab_size)[:vocab_size]
     counts[[s for s in special_ids if 0 <= s < vocab_size]] = 0
     logp = np.log(counts + 0.5) - np.log(counts.sum() + 0.5 * vocab_size)

@@ -185,6 +185,7 @@ def init_recipe(model, args, tokens, special_ids):
     c, P = model.config, model.params
     if args.bias_init == "unigram":                                 # decoder bias = log prior of the labels
         P["mlm.bias"][...] = mlm.log_prior(tokens, c.vocab_size, special_ids)
+        data.drop_resident_pages(tokens)                            # the count read all 100 MB: off the RSS
     if args.pos_init == "sinusoidal":                               # learned positions, started from sinusoids
         P["emb.pos"][...] = sinusoidal_positions(c.max_position_embeddings, c.hidden_size, c.initializer_range)
     if args.qk_std is not None:                                     # wider Wq, Wk: attention logits of O(1) at step 0
