@@ -112,8 +112,9 @@ def activation_floats(config, B, mask_prob=0.15, dropout=True):
     attn = (R * H * (3 + 1 + d + 2)                   # q, k, v; merged ctx; dropout mask; LN xhat, output
             + B * A * T * T * (1 + 2 * d)             # probs (+ dropout mask and dropped probs)
             + 3 * H * H)                              # the fused [Wq | Wk | Wv] (H, 3H) of the Q/K/V GEMM
-    ffn = lambda n: n * I * 3 + n * H * (2 + d)       # pre-act, GELU phi, act; LN xhat, output (+ dropout mask)
-    head = N * H * 4 + 2 * N * V                      # pre-act, GELU phi, LN xhat, t; logits and dlogits
+    ffn = lambda n: n * I * 2 + n * H * (2 + d)       # pre-act, GELU phi (act = pre-act * phi is recomputed);
+    #                                                   LN xhat, output (+ dropout mask)
+    head = N * H * 4 + N * V                          # pre-act, GELU phi, LN xhat, t; logits (dlogits overwrite them)
     return emb + L * attn + (L - 1) * ffn(R) + ffn(N) + N * H + head   # + the gathered rows (N, H)
 
 

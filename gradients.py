@@ -78,13 +78,14 @@ def layernorm_backward(dout, cache):
     return dx, dgamma, dbeta
 
 
-def gelu_backward(dout, cache):
+def gelu_backward(dout, cache, out=None):
     """forward: out = x phi, phi = 0.5 (1 + tanh(u)), u = c (x + 0.044715 x^3)
     ->  dx = dout * phi * (1 + 2 x (1 - phi) du/dx),  du/dx = c (1 + 0.134145 x^2)
     (product rule with dphi/dx = 0.5 (1 - tanh^2) du/dx = 2 phi (1 - phi) du/dx).
+    out: an array of x's shape to write dx into (the FFN passes its recomputed h, no longer needed).
     Derivation: DERIVATIONS.md#gelu"""
     x, phi = cache
-    dx = x * x
+    dx = np.multiply(x, x, out=out)
     dx *= 2 * 0.134145 * GELU_C                                     # 3 * 0.044715 = 0.134145
     dx += 2 * GELU_C                                                # 2 du/dx = 2 c (1 + 0.134145 x^2)
     dx *= x
@@ -180,7 +181,8 @@ def attention_sublayer_backward(dout, cache):  # (B*T, H) -> (B*T, H)
     dx_qkv, dWqkv, dbqkv = linear_backward(dqkv, c_qkv)             # (B*T, H), (H, 3H), (3H,)
     g["Wq"], g["Wk"], g["Wv"] = (np.ascontiguousarray(a) for a in np.split(dWqkv, 3, axis=1))   # (H, H) each
     g["bq"], g["bk"], g["bv"] = np.split(dbqkv, 3)                  # (H,) each
-    return dx_skip + dx_qkv, g
+    dx_qkv += dx_skip                                               # x feeds four paths: the gradients add
+    return dx_qkv, g
 
 
 def ffn_sublayer_backward(dout, cache):  # (N, H) -> (N, H)
@@ -191,10 +193,18 @@ def ffn_sublayer_backward(dout, cache):  # (N, H) -> (N, H)
     ds, g["ln.gamma"], g["ln.beta"] = layernorm_backward(dout, c_ln)
     dx_skip, dy = residual_backward(ds)
     dy = dropout_backward(dy, c_drop)
-    dh, g["W2"], g["b2"] = linear_backward(dy, c_out)               # (N, I)
-    dh = (gelu_backward if act == "gelu" else relu_backward)(dh, c_act)
+    h, W2 = c_out
+    if h is None:                                                   # the forward did not keep h = gelu(a):
+        a, phi = c_act                                              # recompute it, h = a * phi
+        h = a * phi                                                 # (N, I)
+    dh, g["W2"], g["b2"] = linear_backward(dy, (h, W2))             # (N, I)
+    if act == "gelu":
+        dh = gelu_backward(dh, c_act, out=None if h is c_out[0] else h)   # dx written over the recomputed h
+    else:
+        dh = relu_backward(dh, c_act)
     dx_ffn, g["W1"], g["b1"] = linear_backward(dh, c_in)            # (N, H)
-    return dx_skip + dx_ffn, g
+    dx_ffn += dx_skip                                               # x feeds both paths: the gradients add
+    return dx_ffn, g
 
 
 def mlm_head_backward(dlogits, cache):  # (N, V) -> (N, H)

@@ -21,10 +21,12 @@ IGNORE_INDEX = -100   # labels equal to this are not scored (PyTorch's ignore_in
 
 # ---- loss ----
 
-def mlm_loss(logits, labels):
+def mlm_loss(logits, labels, overwrite=False):
     """loss = -1/N sum_{i: y_i != -100} log softmax(logits_i)[y_i]   (N = number of scored rows)
     logits: (B, T, V) or (N, V); labels: (B, T) or (N,) ints, -100 = not scored.
     Returns (loss, dlogits) with dlogits = (probs - onehot(y)) / N on scored rows and 0 elsewhere.
+    overwrite=True (the training step, which needs the logits no more): when every row is scored, dlogits is
+    computed in the logits array itself: no second (N, V) array, and two passes over it fewer.
     Derivation: DERIVATIONS.md#softmax-cross-entropy"""
     V = logits.shape[-1]
     if labels.shape != logits.shape[:-1]:
@@ -40,15 +42,16 @@ def mlm_loss(logits, labels):
         raise ValueError(f"labels must be in [0, {V}) or {IGNORE_INDEX}; got values outside that range.")
     all_scored = n == y.size                                        # the (N, V) training path: no gather
     rows = slice(None) if all_scored else np.flatnonzero(scored)    # (n,)
-    zs, ys = z[rows], y[rows]                                       # (n, V), (n,)
-    zmax = zs.max(axis=-1, keepdims=True)                           # (n, 1)  log-sum-exp shift
-    e = zs - zmax
+    zs, ys = z[rows], y[rows]                                       # (n, V), (n,)  (a view when all_scored)
+    zmax = zs.max(axis=-1)                                          # (n,)  log-sum-exp shift
+    z_y = zs[np.arange(n), ys] - zmax                               # (n,)  logit of the label, shifted
+    e = zs if (overwrite and all_scored) else np.empty_like(zs)     # (n, V)
+    np.subtract(zs, zmax[:, None], out=e)
     np.exp(e, out=e)
-    sumexp = e.sum(axis=-1, keepdims=True)                          # (n, 1)
-    logp_y = zs[np.arange(n), ys] - zmax[:, 0] - np.log(sumexp[:, 0])   # (n,)
-    loss = -logp_y.mean()
+    sumexp = e @ np.ones(V, e.dtype)                                # (n,)  row sums as a BLAS GEMV
+    loss = -(z_y - np.log(sumexp)).mean()                           # -mean log p(y)
     probs = e
-    probs *= 1.0 / (n * sumexp)                                     # probs / n
+    probs *= (1.0 / (n * sumexp))[:, None]                          # probs / n
     probs[np.arange(n), ys] -= 1.0 / n                              # (probs - onehot(y)) / n
     if all_scored:
         return float(loss), probs.reshape(logits.shape)

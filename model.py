@@ -75,9 +75,11 @@ def relu_forward(x):
     return np.maximum(x, 0), (x > 0,)
 
 
-def softmax_forward(x):
-    """p_j = exp(x_j - max x) / sum_k exp(x_k - max x) over the last axis.   x: (..., K) -> p: (..., K)"""
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
+def softmax_forward(x, out=None):
+    """p_j = exp(x_j - max x) / sum_k exp(x_k - max x) over the last axis.   x: (..., K) -> p: (..., K)
+    out: where to write p (x itself is fine: attention passes its fresh scores, saving an array and a pass)."""
+    e = np.subtract(x, x.max(axis=-1, keepdims=True), out=out)      # x - max x
+    np.exp(e, out=e)
     e *= 1.0 / (e @ np.ones(e.shape[-1], e.dtype))[..., None]       # / sum_k e_k (row sums as a BLAS GEMV)
     return e, (e,)
 
@@ -107,7 +109,7 @@ def attention_forward(q, k, v, mask_bias, p_drop, rng):
     scores *= 1.0 / math.sqrt(q.shape[-1])
     if mask_bias is not None:
         scores += mask_bias                                         # padded keys get MASK_VALUE
-    probs, c_soft = softmax_forward(scores)
+    probs, c_soft = softmax_forward(scores, out=scores)             # in place: scores are not needed again
     pd, c_drop = dropout_forward(probs, p_drop, rng)
     ctx = pd @ v                                                    # (B, A, T, D)
     return ctx, (q, k, v, pd, c_soft, c_drop)
@@ -159,10 +161,15 @@ def attention_sublayer_forward(x, W, B, mask_bias, A, eps, p_hidden, p_attn, rng
 
 
 def ffn_sublayer_forward(x, W, act, eps, p_hidden, rng):  # (N, H) -> (N, H)
-    """out = LN(x + dropout(act(x W1 + b1) W2 + b2)).   W: the layer{i}.ffn.* params without the prefix."""
-    h, c_in = linear_forward(x, W["W1"], W["b1"])                   # (N, I)
-    h, c_act = (gelu_forward if act == "gelu" else relu_forward)(h)
+    """out = LN(x + dropout(act(x W1 + b1) W2 + b2)).   W: the layer{i}.ffn.* params without the prefix.
+    With GELU the cache does not keep h = gelu(a) (the input of W2, (N, I)): the backward recomputes it
+    as h = a * phi from the GELU cache, one multiply instead of the largest array of the layer held from
+    the forward to the backward (recompute instead of cache, as activation checkpointing does)."""
+    a, c_in = linear_forward(x, W["W1"], W["b1"])                   # (N, I)
+    h, c_act = (gelu_forward if act == "gelu" else relu_forward)(a)
     y, c_out = linear_forward(h, W["W2"], W["b2"])                  # (N, H)
+    if act == "gelu":
+        c_out = (None, c_out[1])                                    # h is recomputed: gelu(a) = a * phi
     y, c_drop = dropout_forward(y, p_hidden, rng)
     s, _ = residual_forward(x, y)
     out, c_ln = layernorm_forward(s, W["ln.gamma"], W["ln.beta"], eps)

@@ -111,7 +111,7 @@ def train_step(model, opt, micro_batches, lr, clip, workers, timer=None):
         mlm_mask = labels != mlm.IGNORE_INDEX                       # (b, T)
         logits, cache = model.forward(input_ids, mlm_mask=mlm_mask, training=True,
                                       rng=np.random.default_rng(seed))   # (n_s, V)
-        loss, dlogits = mlm.mlm_loss(logits, labels[mlm_mask])
+        loss, dlogits = mlm.mlm_loss(logits, labels[mlm_mask], overwrite=True)   # dlogits in the logits' array
         n_s = int(mlm_mask.sum())
         dlogits *= n_s / max(N, 1)                                  # weight of this shard in the mean
         t_fwd = time.perf_counter() - t0
