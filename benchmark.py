@@ -35,7 +35,7 @@ from config import PRESETS, ArgumentParser, UserError, at_least, cli, get_config
 from model import MiniBERT
 from optimizer import AdamW
 from train import CHECKS as TRAIN_CHECKS, build_parser as train_parser, make_micro_batch, train_step
-from workers import Workers, peak_rss_mb, set_blas_threads, tune_malloc
+from workers import Workers, blas_kernel, peak_rss_mb, set_blas_threads, tune_malloc
 
 REPO = Path(__file__).resolve().parent
 
@@ -211,15 +211,17 @@ def benchmark(args):
     f, b, o, ms_step = med(ours)
     tok_s = B * args.accum * T / (ms_step / 1e3)
     gf = lambda ms: flops / (ms / 1e3) / 1e9
+    kernel = blas_kernel()
     print(f"benchmark: {args.preset}, float32, B={B} x accum {args.accum}, T={T}, mask {args.mask_prob:.0%} "
-          f"(~{n_masked:.0f} masked rows per micro-batch), {threads} threads, median of {rounds} x {n} steps")
+          f"(~{n_masked:.0f} masked rows per micro-batch), {threads} threads, median of {rounds} x {n} steps, "
+          f"BLAS {kernel} (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')})")
     cpu = lambda xs: 1e3 * float(np.median(xs))
     print(f"{'':12s} | {'ms/step':>8s} | {'forward':>8s} | {'backward':>8s} | {'optimizer':>9s} | {'tokens/s':>8s} | "
           f"GFLOP/s | CPU ms/step (all threads)")
     print(f"{'numpy':12s} | {ms_step:8.1f} | {f:8.1f} | {b:8.1f} | {o:9.1f} | {tok_s:8.0f} | {gf(ms_step):7.1f} | "
           f"{cpu(ours_cpu):8.1f}")
     result = {"preset": args.preset, "logical_batch": B * args.accum, "batch_size": B, "accum": args.accum,
-              "seq_len": T, "threads": threads,
+              "seq_len": T, "threads": threads, "blas_kernel": kernel,
               "ms_per_step": round(ms_step, 2), "forward_ms": round(f, 2), "backward_ms": round(b, 2),
               "optimizer_ms": round(o, 2), "tokens_per_s": round(tok_s, 1), "gflops": round(gf(ms_step), 2),
               "floor_ms": round(floor_ms, 2), "floor_ratio": round(ms_step / floor_ms, 3), "peak_rss_mb": round(rss, 1),
@@ -238,6 +240,33 @@ def benchmark(args):
     return result
 
 
+def kernel_env(kernel):
+    """The environment of a child run under OpenBLAS kernel `kernel`: None = this environment as it is;
+    'auto' = OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE both unset (OpenBLAS picks the kernel for the CPU, as on
+    a user's laptop); a core name (Haswell, SkylakeX, ...) = OPENBLAS_CORETYPE=name, L2 size unset."""
+    env = dict(os.environ)
+    if kernel is not None:
+        env.pop("OPENBLAS_CORETYPE", None)
+        env.pop("OPENBLAS_L2_SIZE", None)
+        if kernel != "auto":
+            env["OPENBLAS_CORETYPE"] = kernel
+    return env
+
+
+def strip_flag(argv, flag):
+    """argv without `flag` and the values after it (up to the next --option)."""
+    out, skip = [], False
+    for a in argv:
+        if a == flag or a.startswith(flag + "="):
+            skip = a == flag
+            continue
+        if skip and not a.startswith("--"):
+            continue
+        skip = False
+        out.append(a)
+    return out
+
+
 def benchmark_sizes(args, argv, sizes):
     """Several logical batch sizes in one command (--batch-size 8 32 128): each size runs benchmark() in a
     fresh child process (its own peak RSS, no torch memory left over from the size before), then one summary
@@ -249,28 +278,32 @@ def benchmark_sizes(args, argv, sizes):
         raise UserError(f"--batch-size {bad[0]}: a batch above 32 rows must be a multiple of the 32-row "
                         f"micro-batch; use e.g. {32 * max(1, bad[0] // 32)}.")
     results = []
-    for B in sizes:
-        micro = min(B, 32)                                          # train.py's default micro-batch
-        accum, steps = B // micro, args.bench_steps if B <= 32 else max(4, args.bench_steps * 32 // B)
-        cmd = [sys.executable, str(REPO / "benchmark.py"), *argv,    # the last --batch-size given wins
-               "--batch-size", str(micro), "--accum", str(accum), "--bench-steps", str(steps)]
-        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, encoding="utf-8")
-        print(out.stdout, end="", flush=True)
-        if out.returncode != 0:
-            raise UserError(f"the benchmark at --batch-size {B} failed (exit status {out.returncode}); see above.")
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    argv = strip_flag(argv, "--kernels")                            # each child runs under one kernel
+    for kernel in args.kernels or [None]:
+        env = kernel_env(kernel)
+        for B in sizes:
+            micro = min(B, 32)                                      # train.py's default micro-batch
+            accum, steps = B // micro, args.bench_steps if B <= 32 else max(4, args.bench_steps * 32 // B)
+            cmd = [sys.executable, str(REPO / "benchmark.py"), *argv,    # the last --batch-size given wins
+                   "--batch-size", str(micro), "--accum", str(accum), "--bench-steps", str(steps)]
+            out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, encoding="utf-8", env=env)
+            print(out.stdout, end="", flush=True)
+            if out.returncode != 0:
+                raise UserError(f"the benchmark at --batch-size {B} failed (exit status {out.returncode}); see above.")
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            results[-1]["openblas_coretype"] = env.get("OPENBLAS_CORETYPE", "unset")
     r0 = results[0]
     print(f"\nsummary: {r0['preset']}, float32, T={r0['seq_len']}, {r0['threads']} threads for ours and torch, "
           f"matmul floor = the step's GEMMs on one core / threads")
-    print(f"{'batch':>13s} | {'ours ms':>8s} | {'torch ms':>8s} | {'ours/torch':>10s} | {'floor ms':>8s} | "
-          f"{'ours/floor':>10s} | {'tokens/s':>8s} | {'CPU ms':>8s} | peak RSS")
+    print(f"{'batch':>13s} | {'BLAS kernel':>20s} | {'ours ms':>8s} | {'torch ms':>8s} | {'ours/torch':>10s} | "
+          f"{'floor ms':>8s} | {'ours/floor':>10s} | {'tokens/s':>8s} | {'CPU ms':>8s} | peak RSS")
     for r in results:
         name = f"B={r['logical_batch']}" + (f" ({r['accum']}x{r['batch_size']})" if r["accum"] > 1 else "")
         torch_ms, ratio = ((f"{r['torch_ms_per_step']:8.1f}", f"{r['torch_ratio']:10.2f}") if "torch_ratio" in r
                            else (f"{'-':>8s}", f"{'-':>10s}"))
-        print(f"{name:>13s} | {r['ms_per_step']:8.1f} | {torch_ms} | {ratio} | {r['floor_ms']:8.1f} | "
-              f"{r['floor_ratio']:10.2f} | {r['tokens_per_s']:8.0f} | {r['cpu_ms_per_step']:8.1f} | "
-              f"{r['peak_rss_mb']:.0f} MB")
+        print(f"{name:>13s} | {r['blas_kernel']:>20s} | {r['ms_per_step']:8.1f} | {torch_ms} | {ratio} | "
+              f"{r['floor_ms']:8.1f} | {r['floor_ratio']:10.2f} | {r['tokens_per_s']:8.0f} | "
+              f"{r['cpu_ms_per_step']:8.1f} | {r['peak_rss_mb']:.0f} MB")
     print(json.dumps({"benchmark": results}))
     return results
 
@@ -290,6 +323,10 @@ def build_parser():
     p.add_argument("--accum", type=count, default=1, help="micro-batches per step (torch takes all rows at once)")
     p.add_argument("--threads", type=count, default=os.cpu_count() or 1, help="worker threads (and torch threads)")
     p.add_argument("--bench-steps", type=count, default=20, help="timed steps per round (after 3 warm-up steps)")
+    p.add_argument("--kernels", nargs="+", default=None, metavar="KERNEL",
+                   help="run every size under each OpenBLAS kernel, side by side: 'auto' = OPENBLAS_CORETYPE and "
+                        "OPENBLAS_L2_SIZE unset (the kernel OpenBLAS picks for this CPU, as a user gets it), or a "
+                        "core name such as Haswell or SkylakeX (OPENBLAS_CORETYPE=NAME); e.g. --kernels auto Haswell")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
     p.add_argument("--profile", action="store_true", help="cProfile the step on one thread instead")
     p.add_argument("--fwd-bwd", type=count, nargs="+", metavar="B", default=None,
@@ -305,7 +342,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     sizes = args.batch_size or [32]                                 # train.py's default micro-batch
-    if len(sizes) > 1 and not args.fwd_bwd:
+    if (len(sizes) > 1 or args.kernels) and not args.fwd_bwd:
         return benchmark_sizes(args, argv, sizes)
     args.batch_size = sizes[0]
     args.whole_word_mask = False                                    # synthetic ids have no word pieces

@@ -63,7 +63,7 @@ from config import (PRESETS, ArgumentParser, UserError, at_least, cli, existing_
                     get_config, positive)
 from model import MiniBERT
 from optimizer import AdamW, clip_grad_norm, lr_at, row_blocks
-from workers import Workers, peak_rss_mb, tune_malloc
+from workers import Workers, blas_kernel, blas_override_note, peak_rss_mb, tune_malloc
 
 REPO = Path(__file__).resolve().parent
 
@@ -229,6 +229,10 @@ def run(args, given):
     from tqdm import tqdm
     out = Path(args.out)
     log = print
+    log(f"BLAS: {blas_kernel()} (NumPy {np.__version__})")          # the matmul kernel: half the step's time
+    note = blas_override_note()
+    if note:
+        log(note)
     state = None
     if args.resume:
         ckpt = out / "resume.npz"
