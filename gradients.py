@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from model import GELU_C, split_heads, split_qkv, sub_params
+from model import BLOCK, GELU_C, blocks, split_heads, split_qkv, sub_params
 
 # B batch, T sequence, H hidden, A heads, D = H/A head size, I ffn size, V vocab, L layers, C classes
 # N = number of rows fed to a layer: B*T, or the number of masked positions in the MLM path.
@@ -82,17 +82,22 @@ def gelu_backward(dout, cache, out=None):
     """forward: out = x phi, phi = 0.5 (1 + tanh(u)), u = c (x + 0.044715 x^3)
     ->  dx = dout * phi * (1 + 2 x (1 - phi) du/dx),  du/dx = c (1 + 0.134145 x^2)
     (product rule with dphi/dx = 0.5 (1 - tanh^2) du/dx = 2 phi (1 - phi) du/dx).
-    out: an array of x's shape to write dx into (the FFN passes its recomputed h, no longer needed).
-    Derivation: DERIVATIONS.md#gelu"""
+    out: a C-contiguous array of x's shape to write dx into (the FFN passes its recomputed h, no longer
+    needed). In L2-sized blocks, as the forward.   Derivation: DERIVATIONS.md#gelu"""
     x, phi = cache
-    dx = np.multiply(x, x, out=out)
-    dx *= 2 * 0.134145 * GELU_C                                     # 3 * 0.044715 = 0.134145
-    dx += 2 * GELU_C                                                # 2 du/dx = 2 c (1 + 0.134145 x^2)
-    dx *= x
-    dx *= 1.0 - phi                                                 # 2 x (1 - phi) du/dx   (term 2 / phi)
-    dx += 1.0                                                       # + 1                   (term 1 / phi)
-    dx *= phi
-    dx *= dout
+    dx = np.empty(x.shape, x.dtype) if out is None else out
+    tmp = np.empty(min(BLOCK, x.size), x.dtype)                     # 1 - phi, one block
+    for xb, pb, gb, db in blocks(x, phi, np.ascontiguousarray(dout), dx):
+        t = tmp[:xb.size]
+        np.multiply(xb, xb, out=db)
+        db *= 2 * 0.134145 * GELU_C                                 # 3 * 0.044715 = 0.134145
+        db += 2 * GELU_C                                            # 2 du/dx = 2 c (1 + 0.134145 x^2)
+        db *= xb
+        np.subtract(1.0, pb, out=t)
+        db *= t                                                     # 2 x (1 - phi) du/dx   (term 2 / phi)
+        db += 1.0                                                   # + 1                   (term 1 / phi)
+        db *= pb
+        db *= gb
     return dx
 
 

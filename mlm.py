@@ -17,6 +17,7 @@ import numpy as np
 from config import ArgumentParser, UserError, at_least, cli, existing_file
 
 IGNORE_INDEX = -100   # labels equal to this are not scored (PyTorch's ignore_index)
+BLOCK_ELEMENTS = 1 << 17   # mlm_loss works on blocks of rows of about this many logits (512 KB: in the L2 cache)
 
 
 # ---- loss ----
@@ -43,16 +44,21 @@ def mlm_loss(logits, labels, overwrite=False):
     all_scored = n == y.size                                        # the (N, V) training path: no gather
     rows = slice(None) if all_scored else np.flatnonzero(scored)    # (n,)
     zs, ys = z[rows], y[rows]                                       # (n, V), (n,)  (a view when all_scored)
-    zmax = zs.max(axis=-1)                                          # (n,)  log-sum-exp shift
-    z_y = zs[np.arange(n), ys] - zmax                               # (n,)  logit of the label, shifted
-    e = zs if (overwrite and all_scored) else np.empty_like(zs)     # (n, V)
-    np.subtract(zs, zmax[:, None], out=e)
-    np.exp(e, out=e)
-    sumexp = e @ np.ones(V, e.dtype)                                # (n,)  row sums as a BLAS GEMV
-    loss = -(z_y - np.log(sumexp)).mean()                           # -mean log p(y)
-    probs = e
-    probs *= (1.0 / (n * sumexp))[:, None]                          # probs / n
-    probs[np.arange(n), ys] -= 1.0 / n                              # (probs - onehot(y)) / n
+    probs = zs if (overwrite and all_scored) else np.empty_like(zs)  # (n, V)
+    logp_y = np.empty(n, np.float64)                                # (n,)
+    ones = np.ones(V, zs.dtype)
+    step = max(1, BLOCK_ELEMENTS // V)                              # rows per block: the 5 passes stay in L2
+    for i in range(0, n, step):
+        zb, pb, yb, r = zs[i:i + step], probs[i:i + step], ys[i:i + step], np.arange(min(step, n - i))
+        zmax = zb.max(axis=-1)                                      # (b,)  log-sum-exp shift
+        z_y = zb[r, yb] - zmax                                      # (b,)  the label's logit, shifted
+        np.subtract(zb, zmax[:, None], out=pb)
+        np.exp(pb, out=pb)
+        sumexp = pb @ ones                                          # (b,)  row sums as a BLAS GEMV
+        logp_y[i:i + step] = z_y - np.log(sumexp)                   # log p(y) = z_y - max - log sum exp
+        pb *= (1.0 / (n * sumexp))[:, None]                         # probs / n
+        pb[r, yb] -= 1.0 / n                                        # (probs - onehot(y)) / n
+    loss = -logp_y.mean()
     if all_scored:
         return float(loss), probs.reshape(logits.shape)
     dz = np.zeros_like(z)                                           # (M, V): unscored rows get 0

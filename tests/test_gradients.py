@@ -158,3 +158,40 @@ def test_gradients_main_prints_table(capsys):
     G.main([])
     out = capsys.readouterr().out
     assert "layernorm" in out and out.strip().endswith("all ok")
+
+
+def test_blocked_gelu_equals_the_formula_across_block_edges():
+    """gelu_forward/backward run in blocks of model.BLOCK elements: an array of 2.5 blocks, float64, must give
+    the one-pass formulas exactly (up to rounding), at every block edge included."""
+    import model as M
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, M.BLOCK // 2)) * 3                 # 2.5 blocks
+    dout = rng.standard_normal(x.shape)
+    out, cache = M.gelu_forward(x)
+    phi = 0.5 * (1 + np.tanh(M.GELU_C * (x + 0.044715 * x ** 3)))
+    np.testing.assert_allclose(out, x * phi, rtol=1e-13, atol=1e-15)
+    dx = G.gelu_backward(dout, cache)
+    dudx = M.GELU_C * (1 + 3 * 0.044715 * x ** 2)
+    np.testing.assert_allclose(dx, dout * (phi + x * 2 * phi * (1 - phi) * dudx), rtol=1e-12, atol=1e-14)
+
+
+def test_blocked_mlm_loss_equals_the_formula_across_blocks():
+    """mlm_loss works on blocks of rows (mlm.BLOCK_ELEMENTS logits): with 3.5 blocks of rows, float64, the loss
+    and dlogits equal the one-pass softmax cross-entropy, with and without overwrite."""
+    import mlm
+    V = 512
+    n = 7 * mlm.BLOCK_ELEMENTS // (2 * V)                            # 3.5 blocks of rows
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((n, V)) * 4
+    y = rng.integers(0, V, n)
+    logp = z - z.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    want = np.exp(logp)
+    want[np.arange(n), y] -= 1
+    want /= n
+    for overwrite in (False, True):
+        zz = z.copy()
+        loss, dz = mlm.mlm_loss(zz, y, overwrite=overwrite)
+        assert abs(loss - (-logp[np.arange(n), y].mean())) < 1e-12
+        np.testing.assert_allclose(dz, want, rtol=1e-11, atol=1e-15)
+        assert (dz is zz or np.shares_memory(dz, zz)) == overwrite  # overwrite: dlogits in the logits' array
