@@ -46,8 +46,10 @@ def linear_forward(x, W, b):
 def layernorm_forward(x, gamma, beta, eps):
     """LayerNorm over the last axis (Ba et al. 2016): xhat = (x - mean) * rstd, rstd = 1/sqrt(var + eps);
     out = gamma * xhat + beta.   x: (..., H), gamma/beta: (H,) -> out: (..., H)"""
-    xhat = x - x.mean(axis=-1, keepdims=True)                        # x - mean
-    rstd = 1.0 / np.sqrt((xhat * xhat).mean(axis=-1, keepdims=True) + eps)   # (..., 1)
+    H = x.shape[-1]
+    xhat = x - (x @ np.full(H, 1.0 / H, x.dtype))[..., None]         # x - mean (row means as a BLAS GEMV)
+    var = np.einsum("...h,...h->...", xhat, xhat)[..., None] * (1.0 / H)   # (..., 1)  no (..., H) square
+    rstd = 1.0 / np.sqrt(var + eps)                                 # (..., 1)
     xhat *= rstd
     out = xhat * gamma
     out += beta
