@@ -42,9 +42,10 @@ REPO = Path(__file__).resolve().parent
 
 # ---- the floor: every matmul of one step ----
 
-def gemm_shapes(config, B, T, n_masked):
+def gemm_shapes(config, B, T, n_masked, m_queries=None):
     """Every matmul of one training step as (batch, M, K, N, transpose_a), in the model's own shapes: the
-    encoder on B*T rows, except the last layer's FFN and the MLM head, which run on the n masked rows."""
+    encoder on B*T rows, except the last layer's queries (Q, attention, Wo: the n masked rows, padded to
+    m_queries per sequence in the attention), its FFN and the MLM head, which run on the n masked rows."""
     H, I, V, A, L = (config.hidden_size, config.intermediate_size, config.vocab_size,
                      config.num_attention_heads, config.num_hidden_layers)
     D, R = H // A, B * T
@@ -53,11 +54,18 @@ def gemm_shapes(config, B, T, n_masked):
     def linear(rows, k, n):                                         # forward, dx = dout W^T, dW = x^T dout
         shapes.extend([(1, rows, k, n, False), (1, rows, n, k, False), (1, k, rows, n, True)])
     for i in range(L):
-        linear(R, H, 3 * H)                                         # [Wq | Wk | Wv]: one fused GEMM
-        linear(R, H, H)                                             # Wo
-        shapes.extend([(B * A, T, D, T, False), (B * A, T, T, D, False)])   # scores, ctx
-        shapes.extend([(B * A, T, D, T, False), (B * A, T, T, D, True),     # dpd, dv
-                       (B * A, T, T, D, False), (B * A, T, T, D, True)])    # dq, dk
+        last = i == L - 1
+        Mq = (m_queries or T) if last else T                        # query rows per sequence
+        if last:
+            linear(R, H, 2 * H)                                     # [Wk | Wv] on all rows
+            linear(n_masked, H, H)                                  # Wq on the masked rows
+            linear(n_masked, H, H)                                  # Wo
+        else:
+            linear(R, H, 3 * H)                                     # [Wq | Wk | Wv]: one fused GEMM
+            linear(R, H, H)                                         # Wo
+        shapes.extend([(B * A, Mq, D, T, False), (B * A, Mq, T, D, False)])  # scores, ctx
+        shapes.extend([(B * A, Mq, D, T, False), (B * A, T, Mq, D, True),    # dpd, dv
+                       (B * A, Mq, T, D, False), (B * A, T, Mq, D, True)])   # dq, dk
         rows = n_masked if i == L - 1 else R
         linear(rows, H, I)                                          # W1
         linear(rows, I, H)                                          # W2
@@ -184,6 +192,8 @@ def benchmark(args):
     flat = [(np.concatenate([s[0] for m in micro for s in m]), np.concatenate([s[1] for m in micro for s in m]))
             for micro in inputs]
     n_masked = float(np.mean([(lab != mlm.IGNORE_INDEX).sum() for _, lab in flat])) / args.accum
+    m_queries = float(np.mean([(lab != mlm.IGNORE_INDEX).sum(1).max() for micro in inputs for m in micro
+                               for _, lab, _ in m]))                # the last layer's padded queries per sequence
     tstep, rss = None, None
     ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
     for r in range(rounds):
@@ -205,7 +215,7 @@ def benchmark(args):
                     theirs.append(t)
                     theirs_cpu.append(time.process_time() - c0)
     workers.close()
-    floor_s, flops = matmul_floor(gemm_shapes(config, B, T, int(round(n_masked))), threads)
+    floor_s, flops = matmul_floor(gemm_shapes(config, B, T, int(round(n_masked)), int(round(m_queries))), threads)
     floor_ms, flops = 1e3 * floor_s * args.accum, flops * args.accum
     med = lambda rows: [1e3 * float(np.median(c)) for c in zip(*rows)] + [1e3 * float(np.median([sum(r) for r in rows]))]
     f, b, o, ms_step = med(ours)

@@ -103,30 +103,42 @@ def param_table(config):
 
 def activation_floats(config, B, mask_prob=0.15, dropout=True):
     """Floats the forward keeps for the backward in one training step (model.py's caches) at B x T, with the
-    last FFN sublayer and the MLM head on N = mask_prob B T rows. Inputs shared by two caches count once."""
+    last layer's queries, its FFN sublayer and the MLM head on N = mask_prob B T rows. Inputs shared by two
+    caches count once. M, the padded queries per sequence of the last layer, is taken as the binomial mean
+    + 2 standard deviations of the masked positions per row (the real M is the batch's largest count)."""
     c = config
     H, I, A, T, V, L = (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.max_position_embeddings,
                         c.vocab_size, c.num_hidden_layers)
     R, N, d = B * T, round(mask_prob * B * T), int(dropout)
+    M = min(T, math.ceil(mask_prob * T + 2 * math.sqrt(mask_prob * (1 - mask_prob) * T)))
     emb = R * H * (2 + d)                             # sum -> LN xhat, output, dropout mask
     attn = (R * H * (3 + 1 + d + 2)                   # q, k, v; merged ctx; dropout mask; LN xhat, output
             + B * A * T * T * (1 + 2 * d)             # probs (+ dropout mask and dropped probs)
             + 3 * H * H)                              # the fused [Wq | Wk | Wv] (H, 3H) of the Q/K/V GEMM
+    attn_rows = (R * 2 * H + 2 * H * H                # last layer: k, v of all rows; [Wk | Wv]
+                 + N * H * (1 + 1 + d + 2)            # x[rows]; merged ctx; dropout mask; LN xhat, output
+                 + B * M * H                          # the padded queries (B, A, M, D)
+                 + B * A * M * T * (1 + 2 * d))       # their probs (+ dropout mask and dropped probs)
     ffn = lambda n: n * I * 2 + n * H * (2 + d)       # pre-act, GELU phi (act = pre-act * phi is recomputed);
     #                                                   LN xhat, output (+ dropout mask)
     head = N * H * 4 + N * V                          # pre-act, GELU phi, LN xhat, t; logits (dlogits overwrite them)
-    return emb + L * attn + (L - 1) * ffn(R) + ffn(N) + N * H + head   # + the gathered rows (N, H)
+    return emb + (L - 1) * attn + attn_rows + (L - 1) * ffn(R) + ffn(N) + head
 
 
 def forward_flops(config, B, mask_prob=None):
-    """Multiply-add FLOPs (2 m n k per matmul) of one forward at B x T, by part; with mask_prob the last
-    FFN sublayer and the MLM head run on mask_prob B T rows (model.py's mlm_mask path)."""
+    """Multiply-add FLOPs (2 m n k per matmul) of one forward at B x T, by part; with mask_prob the last layer's
+    queries (Q, attention rows, Wo; M padded queries per sequence as in activation_floats), its FFN sublayer and
+    the MLM head run on mask_prob B T rows (model.py's mlm_mask path)."""
     c = config
     H, I, T, V, L = c.hidden_size, c.intermediate_size, c.max_position_embeddings, c.vocab_size, c.num_hidden_layers
     R = B * T
-    N = R if mask_prob is None else round(mask_prob * R)
-    return {"attention projections Q, K, V, O": L * 2 * R * H * 4 * H,
-            "attention scores q k^T and probs v": L * 2 * 2 * B * T * T * H,
+    if mask_prob is None:
+        N, M = R, T
+    else:
+        N = round(mask_prob * R)
+        M = min(T, math.ceil(mask_prob * T + 2 * math.sqrt(mask_prob * (1 - mask_prob) * T)))
+    return {"attention projections Q, K, V, O": (L - 1) * 2 * R * H * 4 * H + 2 * R * H * 2 * H + 2 * N * H * 2 * H,
+            "attention scores q k^T and probs v": (L - 1) * 2 * 2 * B * T * T * H + 2 * 2 * B * M * T * H,
             "FFN W1, W2": (L - 1) * 2 * R * 2 * H * I + 2 * N * 2 * H * I,
             "MLM transform Wt": 2 * N * H * H,
             "MLM decoder t E^T": 2 * N * H * V}

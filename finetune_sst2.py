@@ -81,8 +81,9 @@ def head_backward(dlogits, cache):
 # ---- the encoder, read at [CLS] only ----
 
 def cls_forward(model, ids, attention_mask=None, training=False, rng=None):
-    """h[:, 0] of model.encode(ids), computed with the last layer's FFN sublayer on the B [CLS] rows only:
-    that sublayer is per position, so this is exact (the trick of the MLM path, with rows = [CLS]).
+    """h[:, 0] of model.encode(ids), computed with the last layer's queries and FFN sublayer on the B [CLS] rows
+    only: row b of the last layer's output depends on the rest only through its keys and values, so this is
+    exact (the trick of the MLM path, with rows = [CLS]).
     ids: (B, T) -> (cls (B, H), cache for cls_backward)"""
     ids = model._check_inputs(ids, attention_mask, None, training, rng)
     B, T = ids.shape

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from model import BLOCK, GELU_C, blocks, split_heads, split_qkv, sub_params
+from model import BLOCK, GELU_C, blocks, merge_heads, split_heads, split_kv, split_qkv, sub_params
 
 # B batch, T sequence, H hidden, A heads, D = H/A head size, I ffn size, V vocab, L layers, C classes
 # N = number of rows fed to a layer: B*T, or the number of masked positions in the MLM path.
@@ -168,17 +168,20 @@ def embeddings_backward(dout, cache, dtok=None):  # (B*T, H) -> grads of emb.*
     return g
 
 
-def attention_sublayer_backward(dout, cache):  # (B*T, H) -> (B*T, H)
+def attention_sublayer_backward(dout, cache):  # (B*T or N, H) -> (B*T, H)
     """forward: out = LN(x + dropout(merge(attention(x Wq + bq, x Wk + bk, x Wv + bv)) Wo + bo))
     -> dx = dsum (skip path) + dq Wq^T + dk Wk^T + dv Wv^T (x feeds four paths: their gradients add).
+    With queries at selected rows only (the forward's rows): dq and the skip path land on those rows of dx.
     Derivation: DERIVATIONS.md#sublayers-post-ln"""
-    c_qkv, c_att, c_o, c_drop, c_ln = cache
-    B, A = c_att[0].shape[:2]                                       # from q: (B, A, T, D)
+    c_qkv, c_att, c_o, c_drop, c_ln, sel = cache
+    B, A = c_att[0].shape[:2]                                       # from q: (B, A, T or M, D)
     g = {}
     ds, g["ln.gamma"], g["ln.beta"] = layernorm_backward(dout, c_ln)
     dx_skip, da = residual_backward(ds)
     da = dropout_backward(da, c_drop)
-    dctx, g["Wo"], g["bo"] = linear_backward(da, c_o)               # (B*T, H)
+    dctx, g["Wo"], g["bo"] = linear_backward(da, c_o)               # (B*T or N, H)
+    if sel is not None:
+        return _attention_sublayer_rows_backward(dx_skip, dctx, c_qkv, c_att, sel, B, A, g)
     dqkv = np.empty((dctx.shape[0], 3 * dctx.shape[1]), dctx.dtype)  # (B*T, 3H) = [dq | dk | dv]
     attention_backward(split_heads(dctx, B, A), c_att, out=split_qkv(dqkv, B, A))   # writes dq, dk, dv
     # forward: [q | k | v] = x [Wq | Wk | Wv] + [bq | bk | bv]  ->  dx_qkv = dq Wq^T + dk Wk^T + dv Wv^T in one
@@ -188,6 +191,28 @@ def attention_sublayer_backward(dout, cache):  # (B*T, H) -> (B*T, H)
     g["bq"], g["bk"], g["bv"] = np.split(dbqkv, 3)                  # (H,) each
     dx_qkv += dx_skip                                               # x feeds four paths: the gradients add
     return dx_qkv, g
+
+
+def _attention_sublayer_rows_backward(dx_skip, dctx, c_kv, c_att, sel, B, A, g):  # (N, H) -> (B*T, H)
+    """Reverse of model._attention_sublayer_rows: forward xq = x[rows]; q = xq Wq + bq; [k | v] = x [Wk | Wv] + ...;
+    q padded into (B, M) slots; ctx = attention(...)[slots]  ->  dctx scattered into the slots (padded slots get
+    0), attention_backward, dq gathered back; dx = d[k | v] [Wk | Wv]^T, and rows `rows` of dx also get
+    dq Wq^T + the skip path (the forward's gather x[rows] reversed: a scatter-add, rows are distinct)."""
+    rows, b, j, M, c_q = sel
+    H = dctx.shape[1]
+    dctx_pad = np.zeros((B, M, H), dctx.dtype)                      # (B, M, H)
+    dctx_pad[b, j] = dctx
+    dkv = np.empty((c_kv[0].shape[0], 2 * H), dctx.dtype)           # (B*T, 2H) = [dk | dv]
+    dk, dv = split_kv(dkv, B, A)                                    # views: attention_backward writes into dkv
+    dq_pad, _, _ = attention_backward(split_heads(dctx_pad.reshape(B * M, H), B, A), c_att, out=(None, dk, dv))
+    dq = merge_heads(dq_pad).reshape(B, M, H)[b, j]                 # (N, H)
+    dxq, g["Wq"], g["bq"] = linear_backward(dq, c_q)                # (N, H)
+    dx, dWkv, dbkv = linear_backward(dkv, c_kv)                     # (B*T, H)
+    g["Wk"], g["Wv"] = (np.ascontiguousarray(a) for a in np.split(dWkv, 2, axis=1))   # (H, H) each
+    g["bk"], g["bv"] = np.split(dbkv, 2)                            # (H,) each
+    dxq += dx_skip                                                  # xq feeds the query and the skip path
+    dx[rows] += dxq                                                 # scatter back to the selected rows
+    return dx, g
 
 
 def ffn_sublayer_backward(dout, cache):  # (N, H) -> (N, H)
@@ -234,19 +259,14 @@ def _encoder_backward(model, cache, dx, dtok=None):
     """Reverse replay of MiniBERT._encode. dx: (B*T, H), or (N, H) when the forward ran with an mlm_mask.
     -> grads for every emb.* and layer*.* key; 'emb.tok' is the embedding-lookup part, added into dtok
     (the tied decoder's part, (V, H)) when given."""
-    B, T = cache["shape"]
-    rows, grads = cache["rows"], {}
+    grads = {}
     L = len(cache["layers"])
     for i in reversed(range(L)):
         c_attn, c_ffn = cache["layers"][i]
         dx, g = ffn_sublayer_backward(dx, c_ffn)
         grads.update({f"layer{i}.ffn.{k}": v for k, v in g.items()})
-        if rows is not None and i == L - 1:
-            # forward: x = x[rows]  ->  scatter back; unmasked rows of the last attention output get zero
-            # gradient (DERIVATIONS.md#running-only-the-masked-rows)
-            dfull = np.zeros((B * T, dx.shape[1]), dx.dtype)        # (B*T, H)
-            dfull[rows] = dx
-            dx = dfull
+        # with rows, the last attention sublayer takes (N, H) and returns (B*T, H): it scatters its queries'
+        # and skip path's gradients back to the selected rows (DERIVATIONS.md#running-only-the-masked-rows)
         dx, g = attention_sublayer_backward(dx, c_attn)
         grads.update({f"layer{i}.attn.{k}": v for k, v in g.items()})
     g = embeddings_backward(dx, cache["emb"], dtok)

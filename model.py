@@ -148,6 +148,22 @@ def split_qkv(qkv, B, A):
     return q, k, v
 
 
+def split_kv(kv, B, A):
+    """(B*T, 2H) = [k | v] -> k, v: (B, A, T, D) each, views (no copy)."""
+    k, v = kv.reshape(B, -1, 2, A, kv.shape[-1] // (2 * A)).transpose(2, 0, 3, 1, 4)   # (2, B, A, T, D)
+    return k, v
+
+
+def query_slots(rows, B, T):
+    """Where each selected row goes in a (B, M) grid of queries padded per sequence. rows: (N,) increasing flat
+    indices b*T + t -> b (N,) its sequence, j (N,) its rank among that sequence's rows, M = the most selected
+    rows in one sequence (at least 1)."""
+    b = rows // T                                                   # (N,)
+    counts = np.bincount(b, minlength=B)                            # (B,)
+    j = np.arange(len(rows)) - (np.cumsum(counts) - counts)[b]      # (N,)
+    return b, j, max(int(counts.max(initial=0)), 1)
+
+
 # ---- layers ----
 
 def embeddings_forward(ids, W, eps, p_drop, rng):  # (B, T) -> (B*T, H)
@@ -160,9 +176,14 @@ def embeddings_forward(ids, W, eps, p_drop, rng):  # (B, T) -> (B*T, H)
     return x, (c_tok, c_ln, c_drop, W["pos"].shape)
 
 
-def attention_sublayer_forward(x, W, B, mask_bias, A, eps, p_hidden, p_attn, rng):  # (B*T, H) -> (B*T, H)
+def attention_sublayer_forward(x, W, B, mask_bias, A, eps, p_hidden, p_attn, rng, rows=None):  # (B*T, H) -> (B*T or N, H)
     """out = LN(x + dropout(MHA(x) Wo + bo)),  MHA(x) = concat_heads(attention(x Wq + bq, x Wk + bk, x Wv + bv)).
-    W: the layer{i}.attn.* params without the prefix."""
+    W: the layer{i}.attn.* params without the prefix.
+    rows (N,) (the last layer of an MLM forward): queries only at those rows, so out is (N, H). Keys and values
+    still come from all B*T rows, but Q, the attention rows, Wo, the residual and LN run on the N rows alone
+    (exact: row n of the output depends on x only through q_n and the keys/values of its sequence)."""
+    if rows is not None:
+        return _attention_sublayer_rows(x, W, B, mask_bias, A, eps, p_hidden, p_attn, rng, rows)
     # q, k, v in one GEMM: [q | k | v] = x [Wq | Wk | Wv] + [bq | bk | bv]  (the params stay three matrices)
     Wqkv = np.concatenate([W["Wq"], W["Wk"], W["Wv"]], axis=1)      # (H, 3H)
     bqkv = np.concatenate([W["bq"], W["bk"], W["bv"]])              # (3H,)
@@ -173,7 +194,29 @@ def attention_sublayer_forward(x, W, B, mask_bias, A, eps, p_hidden, p_attn, rng
     a, c_drop = dropout_forward(a, p_hidden, rng)
     s, _ = residual_forward(x, a)
     out, c_ln = layernorm_forward(s, W["ln.gamma"], W["ln.beta"], eps)
-    return out, (c_qkv, c_att, c_o, c_drop, c_ln)
+    return out, (c_qkv, c_att, c_o, c_drop, c_ln, None)
+
+
+def _attention_sublayer_rows(x, W, B, mask_bias, A, eps, p_hidden, p_attn, rng, rows):  # (B*T, H) -> (N, H)
+    """attention_sublayer_forward with queries at `rows` only. The N queries are laid out per sequence in a
+    zero-padded (B, A, M, D) grid (M = most selected rows in one sequence) so that attention_forward runs as
+    usual on (B, A, M, T) scores; the padded slots are computed and dropped (their gradient is 0)."""
+    H = x.shape[1]
+    kv, c_kv = linear_forward(x, np.concatenate([W["Wk"], W["Wv"]], axis=1),
+                              np.concatenate([W["bk"], W["bv"]]))   # (B*T, 2H) = [k | v]
+    xq = x[rows]                                                    # (N, H)
+    q, c_q = linear_forward(xq, W["Wq"], W["bq"])                   # (N, H)
+    b, j, M = query_slots(rows, B, x.shape[0] // B)
+    q_pad = np.zeros((B, M, H), x.dtype)                            # (B, M, H)
+    q_pad[b, j] = q
+    k, v = split_kv(kv, B, A)                                       # (B, A, T, D) each
+    ctx, c_att = attention_forward(split_heads(q_pad.reshape(B * M, H), B, A), k, v, mask_bias, p_attn, rng)
+    ctx = merge_heads(ctx).reshape(B, M, H)[b, j]                   # (N, H)
+    a, c_o = linear_forward(ctx, W["Wo"], W["bo"])                  # (N, H)
+    a, c_drop = dropout_forward(a, p_hidden, rng)
+    s, _ = residual_forward(xq, a)
+    out, c_ln = layernorm_forward(s, W["ln.gamma"], W["ln.beta"], eps)
+    return out, (c_kv, c_att, c_o, c_drop, c_ln, (rows, b, j, M, c_q))
 
 
 def ffn_sublayer_forward(x, W, act, eps, p_hidden, rng):  # (N, H) -> (N, H)
@@ -270,8 +313,9 @@ class MiniBERT:
         return h.reshape(ids.shape + (-1,)), cache
 
     def _encode(self, ids, attention_mask, rows, training, rng):
-        """The encoder on (B*T, H) rows. With rows (indices of masked positions), the last layer's FFN
-        sublayer runs only on those rows: returns (N, H) instead of (B*T, H)."""
+        """The encoder on (B*T, H) rows. With rows (indices of masked positions), the last layer computes its
+        queries, and everything after them, only at those rows: returns (N, H) instead of (B*T, H), and
+        cache["attn_probs"][L-1] holds those rows' attention, (N, A, T)."""
         c, P = self.config, self.params
         B, T = ids.shape
         rng = rng if training else None                              # no rng -> no dropout
@@ -284,16 +328,20 @@ class MiniBERT:
         hidden_states, attn_probs, layers = [x.reshape(B, T, -1)], [], []
         L = c.num_hidden_layers
         for i in range(L):
+            # The last layer with rows: queries at the selected rows only, and everything after that (the FFN
+            # sublayer, the MLM head) is per position: (N, H) from here on.
+            sel = rows if i == L - 1 else None
             x, c_attn = attention_sublayer_forward(
                 x, sub_params(P, f"layer{i}.attn."), B, mask_bias, c.num_attention_heads, c.layer_norm_eps,
-                c.hidden_dropout_prob, c.attention_probs_dropout_prob, rng)
-            if rows is not None and i == L - 1:
-                # Everything after the last attention sublayer is per position: only masked rows matter.
-                x = x[rows]                                         # (N, H)
+                c.hidden_dropout_prob, c.attention_probs_dropout_prob, rng, rows=sel)
             x, c_ffn = ffn_sublayer_forward(x, sub_params(P, f"layer{i}.ffn."), c.hidden_act, c.layer_norm_eps,
                                             c.hidden_dropout_prob, rng)
             layers.append((c_attn, c_ffn))
-            attn_probs.append(c_attn[1][4][0])                      # c_att -> c_soft -> probs (before dropout)
+            probs = c_attn[1][4][0]                                 # c_att -> c_soft -> probs (before dropout)
+            if sel is not None:                                     # (B, A, M, T) padded -> the N real rows
+                _, b, j, _, _ = c_attn[5]
+                probs = probs[b, :, j]                              # (N, A, T)
+            attn_probs.append(probs)
             hidden_states.append(None if x.shape[0] != B * T else x.reshape(B, T, -1))   # None: gathered rows
         cache = {"hidden_states": hidden_states, "attn_probs": attn_probs, "emb": c_emb, "layers": layers,
                  "rows": rows, "shape": (B, T)}

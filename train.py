@@ -145,7 +145,8 @@ def evaluate_mlm(model, eval_set, workers):
     """Held-out MLM loss, accuracy and perplexity over a fixed masked set (no dropout), and the mean entropy
     of each layer's attention rows (nats; ln T = uniform). Entropy falling towards 0 means the heads all
     look at one token (usually [CLS] or [SEP]) and ignore the context: the sign of a learning rate that is
-    too high (attention entropy collapse, Zhai et al. 2023).
+    too high (attention entropy collapse, Zhai et al. 2023). The last layer computes attention for the masked
+    positions only (model.py), so its entropy is theirs.
     eval_set: list of (input_ids (B, T), labels (B, T)); each batch is split across the worker threads."""
     def one(shard):
         input_ids, labels = shard

@@ -3,8 +3,8 @@
 `make_torch_model(config, model.params)` copies a NumPy model exactly and `grads_numpy(tm)` returns a dict
 comparable with gradients.backward(). Needs torch; nothing else in the repo imports it at import time.
 
-Like model.py, with an mlm_mask the last layer's FFN sublayer and the MLM head run only on the masked rows
-(exact: that part is per position), so both implementations do the same arithmetic.
+Like model.py, with an mlm_mask the last layer's queries (Q, attention rows, Wo, LN), its FFN sublayer and the
+MLM head run only on the masked rows (exact), so both implementations do the same arithmetic.
 
 Usage:
     python tests/torch_bert.py --preset mini --batch-size 32     # times a training step, 2 threads
@@ -60,17 +60,26 @@ class TorchBERT(torch.nn.Module):
         rows = None if mlm_mask is None else torch.nonzero(mlm_mask.reshape(-1)).reshape(-1)
         for i in range(c.num_hidden_layers):
             pre = f"layer{i}.attn."
-            q, k, v = ((x @ w(pre + n) + w(pre + b)).reshape(B, T, A, -1).transpose(1, 2)
-                       for n, b in (("Wq", "bq"), ("Wk", "bk"), ("Wv", "bv")))      # (B, A, T, D)
-            scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])               # (B, A, T, T)
+            sel = rows is not None and i == c.num_hidden_layers - 1                # last layer: masked queries
+            k, v = ((x @ w(pre + n) + w(pre + b)).reshape(B, T, A, -1).transpose(1, 2)
+                    for n, b in (("Wk", "bk"), ("Wv", "bv")))                       # (B, A, T, D)
+            xq = x[rows] if sel else x                                              # (N or B*T, H)
+            q = xq @ w(pre + "Wq") + w(pre + "bq")
+            if sel:                                                                 # padded per sequence, as model.py
+                b = rows // T
+                counts = torch.bincount(b, minlength=B)
+                j = torch.arange(len(rows)) - (torch.cumsum(counts, 0) - counts)[b]
+                M = max(int(counts.max()) if len(rows) else 0, 1)
+                q = torch.zeros(B, M, H, dtype=x.dtype).index_put((b, j), q)         # (B, M, H)
+            q = q.reshape(B, -1, A, H // A).transpose(1, 2)                         # (B, A, T or M, D)
+            scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])               # (B, A, T or M, T)
             if bias is not None:
                 scores = scores + bias
             probs = F.dropout(torch.softmax(scores, dim=-1), pa, self.training)
-            ctx = (probs @ v).transpose(1, 2).reshape(B * T, H)                     # (B*T, H)
+            ctx = (probs @ v).transpose(1, 2).reshape(B, -1, H)                     # (B, T or M, H)
+            ctx = ctx[b, j] if sel else ctx.reshape(B * T, H)                       # (N or B*T, H)
             a = F.dropout(ctx @ w(pre + "Wo") + w(pre + "bo"), ph, self.training)
-            x = ln(x + a, pre + "ln")
-            if rows is not None and i == c.num_hidden_layers - 1:
-                x = x[rows]                                                         # (N, H)
+            x = ln(xq + a, pre + "ln")                                              # (N or B*T, H)
             pre = f"layer{i}.ffn."
             h = act(x @ w(pre + "W1") + w(pre + "b1"))                              # (N, I)
             y = F.dropout(h @ w(pre + "W2") + w(pre + "b2"), ph, self.training)     # (N, H)
