@@ -25,6 +25,7 @@ Usage:
     python train.py                                   # the default recipe on wiki_en_2015 (or --corpus FILE)
     python train.py --time-budget 60 --out runs/mini60
     python train.py --out runs/mini60 --resume        # continue a stopped run exactly where it stopped
+    python train.py --out runs/mini60 --resume --time-budget 90   # extend it (a larger --steps works the same way)
     python train.py --benchmark --batch-size 32       # runs `python benchmark.py --batch-size 32` (the step's speed)
     python train.py --plot runs/mini60                # redraw the PNGs from metrics.jsonl
 
@@ -34,7 +35,10 @@ last.npz and best.npz (models: MiniBERT.load reads them), resume.npz (model + op
 + step: what --resume reads). Checkpoints are written atomically (temp file, then os.replace). Ctrl-C saves
 and exits; a NaN/inf loss stops with a message and keeps the last checkpoint. An --out that holds another
 run's checkpoints is refused (--resume continues it, --overwrite starts over), and every flag and input file
-is checked before any work: a bad one is one `error:` line.
+is checked before any work: a bad one is one `error:` line. --resume continues the run with its own recipe:
+only --steps, --time-budget, --eval-every, --save-every, --log-every and --threads may change; any other flag
+given with another value than the run's is refused, and resuming a finished run (at its --steps, or past its
+--time-budget) says so in one line and changes no file.
 
 Expect (`python train.py` on this 2-core machine): about 0.6-0.8 s per step of 8,192 tokens (10,300 tokens/s over
 the run, shared with other jobs part of the time); held-out MLM loss / accuracy 6.12 / 0.163 at step 500, 4.68 / 0.268
@@ -55,6 +59,7 @@ from pathlib import Path
 import numpy as np
 
 import data
+import download
 import gradients
 import metrics
 import mlm
@@ -218,12 +223,83 @@ def heldout_set(valid, T, tok, n_batches):
             for b in data.heldout_batches(valid, T, EVAL_ROWS, n_batches)]
 
 
-CLI_ONLY = {"out", "resume", "stop_at", "threads", "quiet", "no_plots", "plot"}
+CLI_ONLY = {"out", "resume", "overwrite", "stop_at", "threads", "quiet", "no_plots", "plot"}
 EVAL_ROWS = 32         # rows per held-out batch: the held-out set is --eval-batches x 32 rows for every recipe
 EVAL_MASK_PROB = 0.15   # the held-out set is masked at BERT's 15% whatever --mask-prob trains with: comparable runs
 RESUME_OVERRIDES = {"steps", "time_budget", "eval_every", "save_every", "log_every"}
-# --resume: CLI_ONLY flags come from this command line, RESUME_OVERRIDES from it when given (else from the
-# run), and everything else (the recipe) from the run itself.
+# --resume: CLI_ONLY flags come from this command line (--threads is the machine's, not the recipe's),
+# RESUME_OVERRIDES from it when given (else from the run), and everything else (the recipe) from the run itself:
+# giving one of those with another value than the run's is refused (check_resume_flags).
+PATH_FLAGS = {"corpus", "valid", "vocab", "data_dir", "cache_dir"}     # compared as resolved paths
+DEFAULT_BUDGET_MIN = 90.0   # --time-budget when neither it nor --steps is given
+
+
+def _flag(k, v):
+    """'--lr 0.002', '--whole-word-mask', 'no --warmup' (a flag left unset, or a store_true flag left off)."""
+    name = "--" + k.replace("_", "-")
+    if v is None or v is False:
+        return f"no {name}"
+    return name if v is True else f"{name} {v}"
+
+
+def run_value(k, state):
+    """The value the run used for flag k: its saved argument; for one it left unset (None: a default chosen at
+    start), the value that default chose where there is one (the corpus, validation and vocab files it recorded,
+    the default cache and data folders, the preset's init std for --qk-std); else None (--warmup: the run's
+    warmup came from --warmup-frac)."""
+    saved, files = state["args"], state.get("files", {})
+    if saved[k] is not None:
+        return saved[k]
+    chosen = {"corpus": files.get("corpus"), "valid": files.get("valid"), "vocab": files.get("vocab_file"),
+              "cache_dir": REPO / "data", "data_dir": download.default_data_dir(),
+              "qk_std": PRESETS[saved.get("preset", "mini")].initializer_range}
+    return chosen.get(k)
+
+
+def same_value(k, a, b):
+    """Paths equal when they resolve to the same file; numbers by value (0.002 == 2e-3); else ==."""
+    if a is None or b is None:
+        return a is b
+    if k in PATH_FLAGS:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b)):
+        return math.isclose(a, b, rel_tol=1e-9)
+    return a == b
+
+
+def check_resume_flags(args, given, state, ckpt):
+    """--resume continues a run with its own recipe: a flag given on this command line that is neither CLI_ONLY
+    nor a RESUME_OVERRIDE and differs from the run's value (run_value) would be ignored, so it is refused
+    (UserError, one line naming each such flag and the run's value) before any file is touched.
+    Flags the run did not record (a checkpoint older than the flag) take this command line's value."""
+    saved = state["args"]
+    diff = [k for k in sorted(given - CLI_ONLY - RESUME_OVERRIDES)
+            if k in saved and not same_value(k, getattr(args, k), run_value(k, state))]
+    if diff:
+        def theirs(k):                                              # "--qk-std 0.02 by default": left unset
+            v = run_value(k, state)
+            return _flag(k, v) + (" by default" if saved[k] is None and v is not None else "")
+        changes = ", ".join(f"{_flag(k, getattr(args, k))} (this run: {theirs(k)})" for k in diff)
+        may = ", ".join("--" + k.replace("_", "-") for k in sorted(RESUME_OVERRIDES | {"threads"}))
+        raise UserError(f"--resume continues {ckpt} with its own recipe, and this command changes it: {changes}. "
+                        f"Drop {'it' if len(diff) == 1 else 'them'} to continue the run as it was, or train with "
+                        f"{'it' if len(diff) == 1 else 'them'} as a new run: another --out, or --overwrite to replace "
+                        f"this one (a resumed run may change only {may}).")
+
+
+def finished(args, state):
+    """Why a run at state['step'] is complete under --steps / --time-budget (the run's, or this command's
+    overrides), or None. -> (reason, how to extend it)"""
+    total = args.steps if args.steps is not None else state["total_steps"]
+    why, extend = [], []
+    if total is not None and state["step"] >= total:
+        why.append(f"it reached step {state['step']} (--steps {total})")
+        extend.append(f"--steps (e.g. --steps {2 * max(total, state['step'])})")
+    minutes = state["elapsed_s"] / 60
+    if args.time_budget is not None and state["elapsed_s"] >= 60.0 * args.time_budget:     # as done() in run()
+        why.append(f"it trained {minutes:.1f} minutes (--time-budget {args.time_budget:g})")
+        extend.append(f"--time-budget (e.g. --time-budget {math.ceil(2 * max(args.time_budget, minutes))})")
+    return (" and ".join(why), " and a larger ".join(extend)) if why else None
 
 
 def run(args, given):
@@ -238,17 +314,20 @@ def run(args, given):
     if args.resume:
         ckpt = out / "resume.npz"
         model, opt_state, state = load_resume(ckpt)
-        saved = state["args"]
+        check_resume_flags(args, given, state, ckpt)                # before any file is touched or any data read
         keep = CLI_ONLY | (RESUME_OVERRIDES & given)
-        ignored = sorted(k for k in given - keep if saved.get(k) != getattr(args, k))
-        if ignored:
-            log(f"note: --resume keeps the run's own {', '.join('--' + k.replace('_', '-') for k in ignored)}")
-        for k, v in saved.items():
+        for k, v in state["args"].items():
             if k not in keep:
                 setattr(args, k, v)
-        log(f"resuming {ckpt} at step {state['step']}")
     if args.steps is None and args.time_budget is None:
-        args.time_budget = 90.0
+        args.time_budget = DEFAULT_BUDGET_MIN
+    if args.resume:
+        complete = finished(args, state)
+        if complete:                                                # nothing to train: change no file
+            print(f"{out} is complete: {complete[0]}; nothing to do, no file changed. To train it further, "
+                  f"resume with a larger {complete[1]}.")
+            return state
+        log(f"resuming {ckpt} at step {state['step']}")
     T = PRESETS[args.preset].max_position_embeddings
     started = (state or {}).get("files", {})                       # resuming: the vocab must be the run's own
     tok, tokens, valid, files = data.load_corpus(args.corpus, args.valid, args.vocab, args.cache_dir, args.data_dir,
@@ -457,10 +536,12 @@ def build_parser(suppress=False):
     add("--vocab", default=None, help="WordPiece vocab file (default data/vocab-8192.txt, trained if missing)")
     add("--cache-dir", default=None, help="where the vocab and the prepared token files live (default data/)")
     add("--out", default=None, help="run directory (default runs/<preset>)")
-    add("--steps", type=int, default=None, help="optimizer steps (overrides --time-budget)")
+    add("--steps", type=int, default=None,
+        help="optimizer steps (overrides the default --time-budget; with --resume, a larger one extends the run)")
     add("--time-budget", type=float, default=None,
-        help="minutes of training, evaluations included (default 120); the LR schedule's length is estimated "
-             "from the measured speed so that its decay ends with the budget")
+        help=f"minutes of training, evaluations included (default {DEFAULT_BUDGET_MIN:g}); the LR schedule's length "
+             "is estimated from the measured speed so that its decay ends with the budget; with --resume, a larger one "
+             "extends the run")
     add("--batch-size", type=int, default=None,
         help="rows of T tokens per micro-batch (default 32, split across the threads)")
     add("--accum", type=int, default=None,
@@ -493,7 +574,12 @@ def build_parser(suppress=False):
     add("--save-every", type=int, default=1000)
     add("--log-every", type=int, default=10, help="steps per metrics.jsonl line (loss averaged over them)")
     add("--seed", type=int, default=0)
-    add("--resume", action="store_true", default=False, help="continue the run in --out")
+    add("--resume", action="store_true", default=False,
+        help="continue the run in --out with its own recipe: only --steps, --time-budget (larger ones extend a "
+             "finished run), --eval-every, --save-every, --log-every and --threads may differ from the run's; any "
+             "other flag is refused unless it equals the run's value (paths compared resolved, numbers by value; "
+             "a flag the run left unset counts as what its default chose: the files in run.json, the default "
+             "folders). A finished run is left unchanged")
     add("--overwrite", action="store_true", default=False, help="start a new run in an --out that holds another")
     add("--quiet", action="store_true", default=False, help="no progress bar")
     add("--no-plots", action="store_true", default=False, help="do not draw the PNGs")

@@ -59,16 +59,24 @@ def d(tmp_path_factory):
     args = vars(train.build_parser().parse_args(
         ["--preset", "tiny", "--corpus", str(d / "corpus.txt"), "--valid", str(d / "valid.txt"),
          "--vocab", str(d / "vocab.txt"), "--cache-dir", str(d / "prep"), "--out", str(d / "run")]))
-    for name, vocab_hash in (("run", hashlib.sha256((d / "vocab.txt").read_bytes()).hexdigest()),
-                             ("run_other_vocab", "0" * 64)):          # a run that started with another vocab
+    vocab_hash = hashlib.sha256((d / "vocab.txt").read_bytes()).hexdigest()
+    for name, vocab_hash, step, total, minutes, budget in (
+            ("run", vocab_hash, 3, 10, 0.0, None),
+            ("run_other_vocab", "0" * 64, 3, 10, 0.0, None),   # a run that started with another vocab
+            ("run_done", vocab_hash, 10, 10, 0.5, None),       # finished: at its --steps 10
+            ("run_done_time", vocab_hash, 7, None, 1.02, 1.0)):   # finished: past its --time-budget 1
         out = d / name
         out.mkdir()
         model = MiniBERT(get_config("tiny"), seed=0)
-        files = {"vocab_file": str(d / "vocab.txt"), "vocab_hash": vocab_hash}
-        state = {"step": 3, "tokens": 0, "elapsed_s": 0.0, "train_s": 0.0, "best_val_loss": 2.5, "total_steps": 10,
-                 "files": files, "rng": {}, "data": {}, "args": {**args, "out": str(out)}}
+        files = {"corpus": str((d / "corpus.txt").resolve()), "valid": str((d / "valid.txt").resolve()),
+                 "vocab_file": str(d / "vocab.txt"), "vocab_hash": vocab_hash}
+        state = {"step": step, "tokens": 0, "elapsed_s": 60.0 * minutes, "train_s": 0.0, "best_val_loss": 2.5,
+                 "total_steps": total, "files": files, "rng": {}, "data": {},
+                 "args": {**args, "out": str(out), "steps": total, "time_budget": budget}}
         checkpoint.save_checkpoint(out, model, AdamW(model.params, lr=1e-3), state, best=True)
-        _write(out / "metrics.jsonl", json.dumps({"step": 3, "loss": 2.5}) + "\n")
+        # a line after the checkpoint's step, as a killed run leaves it: a resume that rewrote metrics.jsonl
+        # (dropping it) would change the file's hash
+        _write(out / "metrics.jsonl", "".join(json.dumps({"step": s, "loss": 2.5}) + "\n" for s in (step, step + 1)))
         _write(out / "run.json", json.dumps({**files, "args": state["args"]}))
     save_hf(MiniBERT(get_config("tiny"), seed=0), d / "hf", d / "vocab.txt")                 # an earlier export
     (d / "empty_dir").mkdir()
@@ -144,8 +152,8 @@ CASES = [  # (script, arguments, words the error line must contain)
 
 
 def snapshot(folder):
-    """{relative path: sha256} of every file under folder."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+    """{relative path: (sha256, mtime in ns)} of every file under folder."""
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
@@ -156,14 +164,18 @@ def _id(case):
     return f"{script[:-3]} {args.replace('{d}/', '').strip()}"
 
 
-@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
-def test_bad_input_is_one_line(d, case):
-    script, args, words = case
+def _run(d, script, args):
+    """Run script with args (split on spaces, {d} filled in) in d, with no default corpus to find.
+    -> (CompletedProcess, the snapshot of d taken before)"""
     argv = [a.format(d=d) for a in args.split()]
     before = snapshot(d)
     env = {**os.environ, "MINIBERT_DATA_DIR": str(d / "no_data")}
     r = subprocess.run([sys.executable, str(REPO / script), *argv], cwd=d, env=env, capture_output=True,
                        text=True, encoding="utf-8", timeout=120)
+    return r, before
+
+
+def _check_error(d, r, before, words):
     lines = r.stderr.strip().splitlines()
     assert r.returncode != 0, f"exit 0; stdout:\n{r.stdout}"
     assert "Traceback" not in r.stderr, r.stderr
@@ -172,6 +184,75 @@ def test_bad_input_is_one_line(d, case):
     for w in words:
         assert w.format(d=d) in lines[0], f"{w!r} not in {lines[0]!r}"
     assert snapshot(d) == before, "a file of an earlier run changed, appeared or disappeared"
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_bad_input_is_one_line(d, case):
+    script, args, words = case
+    _check_error(d, *_run(d, script, args), words)
+
+
+RESUME = "--out {d}/run --resume --quiet --no-plots"
+RESUME_CASES = [  # (arguments, words the error line must contain, words it must not): flags --resume would ignore
+    (RESUME + " --lr 5", ["--lr 5.0 (this run: --lr 0.002)", "{d}/run/resume.npz", "another --out", "--overwrite"],
+     []),
+    (RESUME + " --preset larger", ["--preset larger (this run: --preset tiny)"], []),
+    (RESUME + " --seed 1", ["--seed 1 (this run: --seed 0)"], []),
+    (RESUME + " --corpus valid.txt", ["--corpus valid.txt (this run: --corpus {d}/corpus.txt)"], []),
+    (RESUME + " --cache-dir {d}", ["--cache-dir {d} (this run: --cache-dir {d}/prep)"], []),
+    (RESUME + " --warmup 3", ["--warmup 3 (this run: no --warmup)"], []),      # left unset: any value changes it
+    (RESUME + " --qk-std 0.1", ["--qk-std 0.1 (this run: --qk-std 0.02 by default)"], []),
+    (RESUME + " --whole-word-mask --lr 2e-3 --mask-prob 0.15 --steps 20 --eval-every 7",      # only the changes
+     ["--mask-prob 0.15 (this run: --mask-prob 0.3), --whole-word-mask (this run: no --whole-word-mask)", "them"],
+     ["--lr", "--steps 20", "--eval-every 7"]),
+    (RESUME.replace("/run ", "/run_done ") + " --lr 5", ["--lr 5.0"], ["complete"]),    # refused before "complete"
+]
+
+
+@pytest.mark.parametrize("case", RESUME_CASES, ids=[c[0].replace(RESUME, "").strip() for c in RESUME_CASES])
+def test_resume_refuses_flags_it_would_ignore(d, case):
+    """--resume with a recipe flag that differs from the run's: one error line naming the flag and the run's
+    value, before anything is read beyond the checkpoint (nothing on stdout) and before any file is touched."""
+    args, words, absent = case
+    r, before = _run(d, "train.py", args)
+    line = _check_error(d, r, before, words)
+    assert r.stdout == "", r.stdout
+    for w in absent:
+        assert w not in line, f"{w!r} in {line!r}"
+
+
+DONE = "--out {d}/run_done --resume --quiet"
+DONE_TIME = "--out {d}/run_done_time --resume --quiet"
+COMPLETE_CASES = [  # (arguments, words the one line must contain)
+    (DONE, ["{d}/run_done is complete", "reached step 10 (--steps 10)", "larger --steps (e.g. --steps 20)"]),
+    (DONE + " --steps 5", ["reached step 10 (--steps 5)", "--steps 20"]),    # a smaller --steps does not extend
+    (DONE + " --time-budget 60", ["(--steps 10)"]),              # the run's --steps still ends it
+    # flags equal to the run's, spelled otherwise: a relative path, a path through '..', a float in another notation
+    (DONE + " --preset tiny --lr 0.002 --mask-prob 3e-1 --seed 0 --corpus corpus.txt --vocab {d}/prep/../vocab.txt "
+            "--cache-dir {d}/prep/ --qk-std 0.02 --threads 1 --eval-every 7 --save-every 3 --log-every 2 --no-plots",
+     ["is complete", "(--steps 10)"]),
+    (DONE_TIME, ["{d}/run_done_time is complete", "trained 1.0 minutes (--time-budget 1)",
+                 "larger --time-budget (e.g. --time-budget 3)"]),
+    (DONE_TIME + " --steps 50", ["(--time-budget 1)", "larger --time-budget"]),   # the run's budget still ends it
+    (DONE_TIME + " --time-budget 0.5", ["(--time-budget 0.5)"]),
+]
+
+
+@pytest.mark.parametrize("case", COMPLETE_CASES, ids=[c[0].replace("{d}/", "") for c in COMPLETE_CASES])
+def test_resume_of_a_finished_run_changes_nothing(d, case):
+    """Resuming a run that reached its --steps or its --time-budget (with no larger one given): exit 0, one
+    line saying it is complete and how to extend it, and no file changed (hash and mtime), added (no plot.log:
+    no plot child) or removed."""
+    args, words = case
+    r, before = _run(d, "train.py", args)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "", r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1, r.stdout
+    for w in words:
+        assert w.format(d=d) in lines[0], f"{w!r} not in {lines[0]!r}"
+    assert snapshot(d) == before, "resuming a finished run changed, added or removed a file"
 
 
 def test_cases_cover_every_script():

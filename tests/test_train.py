@@ -72,6 +72,26 @@ def test_resume_is_exact(tiny_data, tmp_path):
         assert (b / name).stat().st_size > 1000
 
 
+def test_resume_extends_a_finished_run_only_with_a_larger_steps(tiny_data, tmp_path, capsys):
+    """A run at its --steps: --resume (with the same or a smaller --steps) prints that it is complete and
+    changes no file (hash and mtime); --resume --steps 9 trains steps 7-9 and appends them to metrics.jsonl."""
+    out = tmp_path / "x"
+    args = _args(tiny_data, out)
+    args[args.index("--steps") + 1] = "6"
+    train.main(args)
+    files = sorted(p for p in out.iterdir() if p.is_file())
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
+    capsys.readouterr()
+    for extra in ([], ["--steps", "6"], ["--steps", "4", "--lr", "0.01", "--threads", "1"]):
+        train.main(["--out", str(out), "--resume", "--quiet", *extra])
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{out} is complete") and "--steps 12" in lines[0], lines
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.iterdir()) if p.is_file()} == before
+    train.main(["--out", str(out), "--resume", "--quiet", "--steps", "9"])
+    assert sorted(_losses(out)) == list(range(1, 10))
+    assert checkpoint.load_resume(out / "resume.npz")[2]["step"] == 9
+
+
 _WRITER = r"""
 import sys
 from pathlib import Path
