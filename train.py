@@ -306,10 +306,6 @@ def run(args, given):
     from tqdm import tqdm
     out = Path(args.out)
     log = print
-    log(f"BLAS: {blas_kernel()} (NumPy {np.__version__})")          # the matmul kernel: half the step's time
-    note = blas_override_note()
-    if note:
-        log(note)
     state = None
     if args.resume:
         ckpt = out / "resume.npz"
@@ -327,6 +323,11 @@ def run(args, given):
             print(f"{out} is complete: {complete[0]}; nothing to do, no file changed. To train it further, "
                   f"resume with a larger {complete[1]}.")
             return state
+    log(f"BLAS: {blas_kernel()} (NumPy {np.__version__})")          # the matmul kernel: half the step's time
+    note = blas_override_note()
+    if note:
+        log(note)
+    if args.resume:
         log(f"resuming {ckpt} at step {state['step']}")
     T = PRESETS[args.preset].max_position_embeddings
     started = (state or {}).get("files", {})                       # resuming: the vocab must be the run's own

@@ -262,3 +262,30 @@ def test_resume_refuses_a_changed_vocab(tiny_data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--out", str(out), "--resume", "--quiet"])
     assert "not the vocab this run started with" in capsys.readouterr().err
+
+
+def test_blas_override_note(monkeypatch):
+    """train.py's note names the forcing variable and how to unset it, only when the forced kernel is slower
+    than this CPU's (AVX-512 CPU, a non-AVX-512 kernel), and says nothing otherwise."""
+    import workers
+    cases = [("Haswell", True, "OpenBLAS Haswell", True), (None, True, "OpenBLAS SkylakeX", False),
+             ("SkylakeX", True, "OpenBLAS SkylakeX", False), ("Haswell", False, "OpenBLAS Haswell", False),
+             ("Haswell", True, "not OpenBLAS (NumPy was built with another BLAS)", False)]
+    for forced, avx512, kernel, says in cases:
+        if forced is None:
+            monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+        else:
+            monkeypatch.setenv("OPENBLAS_CORETYPE", forced)
+        monkeypatch.setattr(workers, "cpu_has_avx512", lambda: avx512)
+        monkeypatch.setattr(workers, "blas_kernel", lambda: kernel)
+        note = workers.blas_override_note()
+        assert (note is not None) == says, (forced, avx512, kernel, note)
+        if says:
+            assert "OPENBLAS_CORETYPE=Haswell" in note and "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE" in note
+
+
+def test_blas_kernel_is_named():
+    """The kernel comes from OpenBLAS itself (NumPy wheels bundle it): 'OpenBLAS <core name>'."""
+    import workers
+    k = workers.blas_kernel()
+    assert k.startswith("OpenBLAS ") and len(k.split()) == 2 or k.startswith("not OpenBLAS"), k
