@@ -442,13 +442,13 @@ def run(args, given):
             loss_acc += res["loss"]
             n_acc += 1
             step = state["step"]
+            data.drop_resident_pages(tokens)                        # this step's rows of the token file: off the RSS
             is_eval = step % args.eval_every == 0 or done() or (args.stop_at is not None and step >= args.stop_at)
             if step % args.log_every == 0 or is_eval:
                 rec = {"step": step, "loss": loss_acc / n_acc, "lr": lr, "grad_norm": res["grad_norm"],
                        **{f"grad_norm/{k}": v for k, v in metrics.grad_norms(res["grads"])[1].items()},
                        "tokens": state["tokens"], "elapsed_s": round(state["elapsed_s"], 3)}
                 loss_acc, n_acc = 0.0, 0
-                data.drop_resident_pages(tokens)
                 if is_eval:
                     ev, best = do_eval()
                     rec.update(ev)
