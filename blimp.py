@@ -165,6 +165,11 @@ def plot_fields(res, path):
                       title="BLiMP accuracy by field (mean over paradigms)", ylabel="accuracy (%)")
 
 
+def best_and_worst(acc, k=5):
+    """The k paradigms of highest and of lowest accuracy ({uid: accuracy}), ties in name order."""
+    return sorted(acc, key=lambda u: (-acc[u], u))[:k], sorted(acc, key=lambda u: (acc[u], u))[:k]
+
+
 def anchors_line():
     return " | ".join(f"{k} {100 * v:.1f}" for k, v in ANCHORS.items())
 
@@ -179,7 +184,7 @@ def print_summary(res, paradigms):
     print(f"{'overall (mean over paradigms)':<34} " + " ".join(f"{100 * res[m]['overall']:>{w}.1f}"
                                                                 for m, w in zip(MODELS, (7, 12, 8))))
     acc = res["model"]["paradigms"]
-    best, worst = sorted(acc, key=lambda u: (-acc[u], u))[:5], sorted(acc, key=lambda u: (acc[u], u))[:5]
+    best, worst = best_and_worst(acc)
     field_of = {p["uid"]: p["field"] for p in paradigms}
     for title, uids in (("best 5 paradigms", best), ("worst 5 paradigms", worst)):
         print(f"{title} (model | random init | unigram):")
@@ -212,7 +217,6 @@ def main(argv=None):
     paradigms = read_paradigms(folder, args.pairs_per_paradigm)
     model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
     out = Path(args.out) if args.out else info["run_dir"] / "eval"
-    out.mkdir(parents=True, exist_ok=True)
     seqs, par, idx, skipped = encode_pairs(tok, paradigms, model.config.max_position_embeddings)
     if not len(par):
         raise UserError(f"every pair is longer than the model's T={model.config.max_position_embeddings} pieces.")
@@ -255,6 +259,7 @@ def main(argv=None):
         "fields_of_paradigms": {p["uid"]: p["field"] for p in paradigms},
         "anchors_overall": ANCHORS, "wall_s": round(time.time() - t0, 1)}
     print_summary(res, paradigms)
+    out.mkdir(parents=True, exist_ok=True)
     print(f"ties (count half): {', '.join(f'{k} {v:,}' for k, v in res['info']['ties'].items())}; "
           f"{identical} pairs are identical after tokenization (uncased pieces)")
     plot_fields(res, out / "blimp_by_field.png")
