@@ -200,7 +200,8 @@ def main(argv=None):
     p = ArgumentParser(description="BLiMP minimal pairs by pseudo-log-likelihood, with random-init and unigram "
                                    "controls.")
     p.add_argument("--checkpoint", required=True, help="run folder written by train.py, or a .npz checkpoint")
-    p.add_argument("--vocab", default=None, type=existing_file, help="vocab.txt (default: found next to the checkpoint)")
+    p.add_argument("--vocab", default=None, type=existing_file,
+                   help="vocab.txt (default: found next to the checkpoint)")
     p.add_argument("--data-dir", default=None, type=existing_dir,
                    help="folder holding blimp/*.jsonl (default: the data dirs of download.py)")
     p.add_argument("--pairs-per-paradigm", type=at_least(1), default=1000, help="the first N pairs of each paradigm")

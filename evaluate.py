@@ -356,7 +356,7 @@ def main(argv=None):
     t_start = now()
     model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
     valid = dataset_path("wiki_valid")
-    if "blimp" not in args.skip:                          # before any work: the BLiMP files are there
+    if "blimp" not in args.skip and not args.overfit_one_batch:     # before any work: the BLiMP files are there
         try:
             dataset_path("blimp")
         except UserError as e:

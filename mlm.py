@@ -177,18 +177,22 @@ def pseudo_log_likelihood(model, seqs, mask_id, pad_id=0, max_tokens=2048, map_f
     head runs on the masked position only. log p = z_y - max(z) - log sum_v exp(z_v - max(z)) (log-sum-exp).
     Copies of all sequences are sorted by length and cut into batches of about max_tokens padded tokens
     (pll_batches), padding masked out by attention_mask, so a score does not depend on its batch.
+    Identical sequences are scored once, so they get exactly the same number (a tie stays a tie).
     map_fn(f, batches) -> [f(batch)]: runs the batches, e.g. workers.Workers(n).map (default: in turn).
     seqs: list of S id sequences, each [CLS] w_1 .. w_n [SEP] (n >= 1, length <= T)
     -> (S,) float64 PLLs (<= 0; the per-piece terms are summed in float64)"""
     from tqdm import tqdm
-    lens = np.array([len(s) for s in seqs], dtype=np.int64)         # (S,)
+    first = {}                                                      # sequence -> its row among the unique ones
+    row_of = np.array([first.setdefault(tuple(int(i) for i in s), len(first)) for s in seqs], dtype=np.int64)  # (S,)
+    seqs = list(first)                                              # the unique sequences, in order of first use
+    lens = np.array([len(s) for s in seqs], dtype=np.int64)         # (U,)
     if len(seqs) and lens.min() < 3:
         raise ValueError("every sequence needs [CLS], at least one piece, and [SEP].")
     seq_of = np.repeat(np.arange(len(seqs)), lens - 2)              # (M,) copy -> its sequence
     pos_of = np.concatenate([np.arange(1, n - 1) for n in lens]) if len(seqs) else seq_of   # (M,) masked position
     order = np.argsort(lens[seq_of], kind="stable")                 # copies by length: little padding
     seq_of, pos_of = seq_of[order], pos_of[order]
-    padded = np.full((len(seqs), int(lens.max(initial=0))), pad_id, dtype=np.int64)   # (S, Tmax)
+    padded = np.full((len(seqs), int(lens.max(initial=0))), pad_id, dtype=np.int64)   # (U, Tmax)
     for k, seq in enumerate(seqs):
         padded[k, :lens[k]] = seq
 
@@ -210,14 +214,14 @@ def pseudo_log_likelihood(model, seqs, mask_id, pad_id=0, max_tokens=2048, map_f
 
     map_fn = map_fn or (lambda f, xs: [f(x) for x in xs])
     batches = pll_batches(lens[seq_of], max_tokens)
-    pll = np.zeros(len(seqs), dtype=np.float64)                     # (S,)
+    pll = np.zeros(len(seqs), dtype=np.float64)                     # (U,)
     with tqdm(total=len(seq_of), desc="pseudo-log-likelihood", unit="copy", disable=not progress,
               leave=False) as bar:
         for i in range(0, len(batches), 8):                         # 8 batches at a time over map_fn's workers
             for (a, b), logp in zip(batches[i:i + 8], map_fn(score, batches[i:i + 8])):
                 np.add.at(pll, seq_of[a:b], logp.astype(np.float64))
                 bar.update(b - a)
-    return pll
+    return pll[row_of]
 
 
 def demo(V):

@@ -88,6 +88,11 @@ def test_pll_does_not_depend_on_batching_or_padding():
                               mlm.pseudo_log_likelihood(model, seqs, MASK_ID, max_tokens=20))
     finally:
         w.close()
+    seen = []                                                        # the batches run: identical sequences once
+    counting = lambda f, xs: [seen.append(b - a) or f((a, b)) for a, b in xs]
+    dup = mlm.pseudo_log_likelihood(model, seqs + [list(seqs[3]), seqs[0]], MASK_ID, max_tokens=20, map_fn=counting)
+    assert sum(seen) == sum(len(s) - 2 for s in {tuple(s) for s in seqs})
+    assert dup[-2] == dup[3] and dup[-1] == dup[0]
     short = next(s for s in seqs if len(s) < 8)
     ids = np.array([short + [0] * (8 - len(short))])                 # padded to 8, [MASK] at 1
     ids[0, 1] = MASK_ID
@@ -217,7 +222,8 @@ def test_blimp_main_end_to_end(run, capsys):
 
 def test_long_pairs_are_left_out_and_counted(run, capsys):
     run_dir, data_dir = run
-    write_paradigm(data_dir / "blimp", "too_long", "semantics", [("the cat sat on the mat and the dog ran.", "the cat.")])
+    write_paradigm(data_dir / "blimp", "too_long", "semantics",
+                   [("the cat sat on the mat and the dog ran.", "the cat.")])   # 13 pieces > T = 10
     res = blimp.main(["--checkpoint", str(run_dir), "--data-dir", str(data_dir), "--threads", "1"])
     assert res["info"]["pairs_left_out_longer_than_T"] == 1 and "too_long" not in res["model"]["paradigms"]
     assert "semantics" not in res["model"]["fields"]

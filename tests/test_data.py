@@ -352,7 +352,8 @@ def test_blimp_download_verify_and_skip(server, tmp_path, monkeypatch):
     for uid, text in blobs.items():
         (root / "files" / f"{uid}.jsonl").write_text(text, encoding="utf-8")
     sha = {uid: hashlib.sha256(text.encode("utf-8")).hexdigest() for uid, text in blobs.items()}
-    files = [(f"https://raw.githubusercontent.com/x/{uid}.jsonl", f"{uid}.jsonl", f"sha256:{h}") for uid, h in sha.items()]
+    files = [(f"https://raw.githubusercontent.com/x/{uid}.jsonl", f"{uid}.jsonl", f"sha256:{h}")
+             for uid, h in sha.items()]
     monkeypatch.setitem(download.DATASETS, "blimp", ("blimp", files, []))
     folder = download.download("blimp", tmp_path / "data", base_url=base)
     assert sorted(p.name for p in folder.iterdir()) == ["par_a.jsonl", "par_b.jsonl"]

@@ -280,6 +280,14 @@ def test_errors_are_one_clear_line(tiny_run, tmp_path, monkeypatch, capsys, case
         assert "--skip blimp" in err[0] and not (run / "eval").exists()      # nothing ran
 
 
+def test_overfit_only_needs_no_blimp(tiny_run, tmp_path, monkeypatch):
+    run, _ = tiny_run
+    shutil.rmtree(tmp_path / "data" / "blimp")
+    monkeypatch.setattr(download, "REPO", tmp_path / "repo")
+    curve = evaluate.main(["--checkpoint", str(run), "--overfit_one_batch"])["overfit"]
+    assert len(curve) == 151
+
+
 def test_read_train_log_when_last_row_is_a_heldout_eval(tmp_path):
     """train.py ends metrics.jsonl with an eval-only row (no 'loss'): the train fields come from the last
     step row, the held-out fields from the last eval row."""
