@@ -20,11 +20,12 @@ Usage:
     python blimp.py --checkpoint runs/mini --pairs-per-paradigm 50          # 3,350 pairs: about 1 minute
 
 Expect: a progress bar per model; per field and overall accuracy (%) of the model, the random-init model and
-the unigram prior; the best and worst 5 paradigms; the anchors. Cost: each sentence of n pieces is n forward
-rows, 1.77M rows for all pairs; mini takes 0.65 ms of CPU per row (measured, one thread), so about 19
-CPU-minutes per model: about 10 minutes per model on 2 quiet cores (--threads 2), twice that with the
-random-init control on the same pairs (--random-init-pairs 100 cuts the control to a tenth). A 1-step
-checkpoint (its decoder bias is the unigram prior, the rest random) scores near the unigram control.
+the unigram prior; the best and worst 5 paradigms; the anchors. Cost: each sentence of n pieces is n masked
+copies, 1.77M for all 67,000 pairs; mini took 0.7 ms of CPU per copy here (26 s of CPU, user + system, for
+37k copies on one thread, start-up included), so about 21 CPU-minutes per model: about 11 minutes per model
+on 2 free cores (--threads 2, the default there), twice that with the random-init control on the same pairs
+(--random-init-pairs 100 cuts the control to a tenth). A 1-step checkpoint (decoder bias = the unigram
+prior, the rest random), 20 pairs per paradigm: overall 55.1% | random init 52.9% | unigram 52.4%.
 Writes OUT/blimp_results.json and OUT/blimp_by_field.png; the last line is the overall accuracy.
 """
 # S sentences, P pairs, V vocab
@@ -213,7 +214,7 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint dir>/eval)")
     args = p.parse_args(argv)
     t0 = time.time()
-    from workers import Workers
+    from workers import Workers, tune_malloc
     folder = blimp_folder(args.data_dir)                            # before any work: the data is there
     paradigms = read_paradigms(folder, args.pairs_per_paradigm)
     model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
@@ -227,9 +228,10 @@ def main(argv=None):
           f"paradigm at most; {skipped} left out as longer than T={model.config.max_position_embeddings}); "
           f"{sum(len(s) - 2 for s in seqs):,} masked copies per model; random-init control on {n_ctrl} per "
           f"paradigm; unigram prior from {prior_desc}")
-    print(f"expect: about {sum(len(s) - 2 for s in seqs) * 0.65e-3 / 60 / args.threads:.1f} minutes per model "
-          f"for mini on {args.threads} quiet core(s) (0.65 ms of CPU per copy)")
+    print(f"expect: about {sum(len(s) - 2 for s in seqs) * 0.7e-3 / 60 / args.threads:.1f} minutes per model "
+          f"for mini on {args.threads} free core(s) (0.7 ms of CPU per copy)")
 
+    tune_malloc()                                                   # the same large temporaries every batch
     workers = Workers(args.threads, 1)
     credit = {}                                                     # name -> (pairs scored (P,) bool, credit)
     try:

@@ -10,7 +10,7 @@
 Writes DIR/report.md (figures, baselines, plots, the command of each) and its files under DIR/eval/.
 
 Usage:
-    python evaluate.py --checkpoint runs/mini            # full: ~36 minutes for mini on 2 quiet cores
+    python evaluate.py --checkpoint runs/mini            # full: ~38 minutes for mini on 2 quiet cores
     python evaluate.py --checkpoint runs/mini --quick    # subsets: ~1 minute
     python evaluate.py --checkpoint runs/mini --overfit_one_batch     # only the overfitting check (~15 s)
 
@@ -22,8 +22,8 @@ or --skip blimp). Quick = 5 MLM batches; probe on 1,000 sentences; SST-2 on 2,00
 BLiMP on 50 pairs per paradigm.
 Measured (mini, one BLAS thread, CPU time on 2 shared cores): MLM, probe, overfit and plots about 110 s;
 one SST-2 run about 250-300 s, so on 2 quiet cores SST-2 takes 3 rounds of 2 parallel runs, 13-15 minutes,
-BLiMP 1.77M masked copies per model at 0.65 ms of CPU each: about 19 CPU-minutes per model, 20 minutes for both
-on 2 quiet cores; the whole evaluation about 36 minutes. Quick: about 2 minutes.
+BLiMP 1.77M masked copies per model at 0.7 ms of CPU each: about 21 CPU-minutes per model, about 22 minutes for
+both on 2 quiet cores (estimated from CPU time); the whole evaluation about 38 minutes. Quick: about 2 minutes.
 
 Expect: the last line names the report and repeats the key figures (MLM accuracy, best probe layer, SST-2,
 BLiMP).
@@ -379,7 +379,7 @@ def main(argv=None):
     T = cfg.max_position_embeddings
     print(f"evaluating {info['checkpoint']} (vocab {info['vocab']}, {cfg.num_hidden_layers} layers, H="
           f"{cfg.hidden_size}, T={T}); {'quick' if q else 'full'} run, outputs in {out}")
-    print(f"expect: about {'2 minutes' if q else '36 minutes'} for mini on 2 cores (more when they are shared); "
+    print(f"expect: about {'2 minutes' if q else '38 minutes'} for mini on 2 cores (more when they are shared); "
           f"the time of each part is printed at the end and written to the report")
 
     t = now()
