@@ -7,8 +7,7 @@ a tie (equal scores, e.g. two sentences with the same pieces) counts as half a p
 is over its pairs; a field's and the overall accuracy are the mean over paradigms (BLiMP's convention; with
 1,000 pairs each it is also the mean over pairs). Controls on the same pairs (a number without a control
 teaches nothing):
-  - the random-init model of the same config (what the architecture gives without training: mostly
-    "the sentence with fewer pieces wins", each piece costing about ln V nats);
+  - the random-init model of the same config (what the architecture gives without training);
   - the unigram prior alone: PLL = sum_i log p(w_i), p the add-0.5 piece frequencies of the run's training
     corpus (its prepared .bin; else of the wiki validation text): no context at all.
 Published overall accuracies (BLiMP paper, Table 3) are printed next to ours: 5-gram 61.2, LSTM 69.8,
@@ -17,7 +16,7 @@ Transformer-XL 69.6, GPT-2 81.5, human 88.6 (those LMs score by full-sentence lo
 Usage:
     python data.py download blimp                             # once: 67 files, 29 MB, into data/blimp
     python blimp.py --checkpoint runs/mini                    # all 67,000 pairs, both controls
-    python blimp.py --checkpoint runs/mini --pairs-per-paradigm 50          # 3,350 pairs: about 1 minute
+    python blimp.py --checkpoint runs/mini --pairs-per-paradigm 50    # 3,350 pairs: about 2 minutes
 
 Expect: a progress bar per model; per field and overall accuracy (%) of the model, the random-init model and
 the unigram prior; the best and worst 5 paradigms; the anchors. Cost: each sentence of n pieces is n masked
