@@ -10,7 +10,7 @@ Usage:
                            --vocab data/vocab-8192.txt --out data
     python data.py stats --bin data/wiki.train.bin --vocab data/vocab-8192.txt [--whole-word]  # figures
     python data.py inspect ../shared/data/sst2/dev.tsv                            # read any supported file
-    python data.py download sst2 --data-dir data    # also wikitext-103, wikitext-2, ud-ewt (needs internet)
+    python data.py download sst2 --data-dir data    # also wikitext-103, wikitext-2, ud-ewt, blimp (needs internet)
 
 Expect (2 cores shared with other jobs, so timings are noisy): prepare turns the 32.5M-word wiki corpus
 into data/wiki.train.bin, 50.2M tokens (1.55 tokens/word with the 8K vocab), in 86 s; a second run prints
@@ -160,6 +160,32 @@ def read_conllu(path):
         words.append(cols[1]); upos.append(cols[3]); xpos.append(cols[4])
     flush()
     return sents
+
+
+BLIMP_KEYS = ("sentence_good", "sentence_bad", "field", "UID")
+
+
+def read_blimp(path, max_pairs=None):
+    """One BLiMP paradigm (Warstadt et al. 2020): a JSON object per line with at least sentence_good,
+    sentence_bad, field and UID, the same field and UID on every line. Returns the first max_pairs (default
+    all) as dicts with those keys plus linguistics_term ("" if absent)."""
+    rows = []
+    for n, line in _open_lines(path):
+        if max_pairs is not None and len(rows) == max_pairs:
+            break
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except ValueError as e:
+            raise DataFormatError(f"{path}:{n}: not a JSON object ({e})") from None
+        if not isinstance(r, dict) or any(not isinstance(r.get(k), str) or not r[k].strip() for k in BLIMP_KEYS):
+            raise DataFormatError(f"{path}:{n}: a BLiMP pair needs the text fields {', '.join(BLIMP_KEYS)}")
+        if rows and (r["field"], r["UID"]) != (rows[0]["field"], rows[0]["UID"]):
+            raise DataFormatError(f"{path}:{n}: field/UID {r['field']}/{r['UID']} differ from line 1's "
+                                  f"{rows[0]['field']}/{rows[0]['UID']} (one paradigm per file)")
+        rows.append({**{k: r[k] for k in BLIMP_KEYS}, "linguistics_term": str(r.get("linguistics_term", ""))})
+    return rows
 
 
 # ---- prepare: corpus -> uint16 token stream ----
@@ -552,6 +578,10 @@ def _cmd_inspect(args):
     if name.endswith(".tsv"):
         s, y = read_sst2(p)
         print(f"{p}: {len(s):,} sentences, labels 0/1 = {int((y == 0).sum()):,}/{int((y == 1).sum()):,}")
+    elif name.endswith(".jsonl"):
+        rows = read_blimp(p)
+        print(f"{p}: {len(rows):,} BLiMP pairs, paradigm {rows[0]['UID'] if rows else '-'} "
+              f"({rows[0]['field'] if rows else '-'})")
     elif name.endswith(".conllu"):
         sents = read_conllu(p)
         print(f"{p}: {len(sents):,} sentences, {sum(len(s['words']) for s in sents):,} words")
@@ -608,7 +638,7 @@ def main(argv=None):
     q.add_argument("--vocab", required=True, type=existing_file)
     q.add_argument("--out", default="data")
     q.add_argument("--num-workers", type=at_least(1), default=None)
-    i = sub.add_parser("inspect", help="read a corpus / .tsv / .conllu file and print counts")
+    i = sub.add_parser("inspect", help="read a corpus / .tsv / .conllu / BLiMP .jsonl file and print counts")
     i.add_argument("file", type=existing_file)
     s = sub.add_parser("stats", help="packing and masking figures for a prepared .bin")
     s.add_argument("--bin", required=True, type=existing_file)

@@ -6,22 +6,27 @@
     4. attention heatmaps for a few sentences
     5. gradient flow and representation metrics (metrics.py), trained vs random init
     6. overfitting one batch: the loss of a single batch must go to ~0 (the whole pipeline can learn)
+    7. BLiMP minimal pairs (blimp.py): pseudo-log-likelihood accuracy per field, vs random init and the unigram prior
 Writes DIR/report.md (figures, baselines, plots, the command of each) and its files under DIR/eval/.
 
 Usage:
-    python evaluate.py --checkpoint runs/mini            # full: ~16 minutes for mini on 2 quiet cores
+    python evaluate.py --checkpoint runs/mini            # full: ~38 minutes for mini on 2 quiet cores
     python evaluate.py --checkpoint runs/mini --quick    # subsets: ~1 minute
     python evaluate.py --checkpoint runs/mini --overfit_one_batch     # only the overfitting check (~15 s)
 
 Full = 80 held-out MLM batches of 32 x T; the probe on all of EWT (12,544 train sentences, 4 layers x 3
 probes); SST-2 with finetune_sst2.py's default recipe (all 67,349 train phrases, batch 128, lr 1e-3, at most
-2 epochs, the best kept) x 3 seeds, from the checkpoint and from random init: 6 runs in 2 worker processes.
-Quick = 5 MLM batches; probe on 1,000 sentences; SST-2 on 2,000 phrases x 1 seed per init.
+2 epochs, the best kept) x 3 seeds, from the checkpoint and from random init: 6 runs in 2 worker processes;
+BLiMP on all 67 x 1,000 pairs, the model and the random-init control (`python data.py download blimp` first,
+or --skip blimp). Quick = 5 MLM batches; probe on 1,000 sentences; SST-2 on 2,000 phrases x 1 seed per init;
+BLiMP on 50 pairs per paradigm.
 Measured (mini, one BLAS thread, CPU time on 2 shared cores): MLM, probe, overfit and plots about 110 s;
 one SST-2 run about 250-300 s, so on 2 quiet cores SST-2 takes 3 rounds of 2 parallel runs, 13-15 minutes,
-and the whole evaluation about 16 minutes. Quick: about 60 s.
+BLiMP 1.77M masked copies per model at 0.7 ms of CPU each: about 21 CPU-minutes per model, about 22 minutes for
+both on 2 quiet cores (estimated from CPU time); the whole evaluation about 38 minutes. Quick: about 2 minutes.
 
-Expect: the last line names the report and repeats the key figures (MLM accuracy, best probe layer, SST-2).
+Expect: the last line names the report and repeats the key figures (MLM accuracy, best probe layer, SST-2,
+BLiMP).
 """
 # B batch, T sequence, H hidden, A heads, L layers, V vocab
 import argparse
@@ -54,7 +59,7 @@ def since(t0):
     return w - t0[0], c - t0[1]
 
 
-PARTS = ("mlm", "probe", "sst2", "attention", "repr", "overfit")
+PARTS = ("mlm", "probe", "sst2", "attention", "repr", "overfit", "blimp")
 
 
 def parts(text):
@@ -292,10 +297,41 @@ def write_report(path, ctx):
         lines += ["## 6. Overfitting one batch", "",
                   f"One fixed masked batch, AdamW lr 1e-3, no dropout: loss {c[0]:.4f} -> {c[-1]:.4f} in {len(c) - 1} steps.",
                   "", "    " + fmt_list(c[::10], "{:.3f}"), "", f"Command: `{cmd['overfit']}`", ""]
+    if "blimp" in r:
+        lines += blimp_section(r["blimp"], cmd["blimp"])
     lines += ["## Wall time of each part", "", "| part | wall s | CPU s (with worker processes) |", "|---|---|---|"]
     lines += [f"| {k} | {w:.0f} | {c:.0f} |" for k, (w, c) in ctx["times"].items()]
     lines += ["", "Measured on 2 CPU cores; wall time above CPU time means other programs shared them."]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def blimp_section(b, command):
+    """The report's BLiMP section: the field table of the model and both controls, the anchors, the figure."""
+    from blimp import ANCHORS, MODELS, best_and_worst
+    i = b["info"]
+    fields_of = i["fields_of_paradigms"]
+    n_par = {f: sum(fields_of[u] == f for u in b["model"]["paradigms"]) for f in b["model"]["fields"]}
+    pct = lambda x: f"{100 * x:.1f}"
+    acc = b["model"]["paradigms"]
+    best, worst = best_and_worst(acc)
+    lines = ["## 7. BLiMP minimal pairs", "",
+             f"{i['pairs']:,} pairs ({i['pairs_per_paradigm']} per paradigm at most, {len(acc)} paradigms; "
+             f"{i['pairs_left_out_longer_than_T']} left out as longer than T), BLiMP at commit "
+             f"{i['blimp_commit'][:7]}. Score = pseudo-log-likelihood (Salazar et al. 2020); a pair is right when "
+             f"PLL(good) > PLL(bad), a tie counts half. Field and overall accuracy = mean over paradigms. Random "
+             f"init on the first {i['random_init_pairs_per_paradigm']} pairs of each paradigm; unigram prior "
+             f"counted on {i['unigram_prior_counts']}.", "",
+             "| field | paradigms | this checkpoint (%) | random init (%) | unigram prior (%) |", "|---|---|---|---|---|"]
+    lines += [f"| {f} | {n_par[f]} | " + " | ".join(pct(b[m]["fields"].get(f, float("nan"))) for m in MODELS) + " |"
+              for f in b["model"]["fields"]]
+    lines += [f"| **overall** | {len(acc)} | " + " | ".join(f"**{pct(b[m]['overall'])}**" for m in MODELS) + " |", "",
+              "Published overall accuracy (BLiMP paper, Table 3; full-sentence log-probability, not PLL): "
+              + ", ".join(f"{k} {pct(v)}" for k, v in ANCHORS.items()) + ".", "",
+              "Best 5 paradigms: " + ", ".join(f"{u} {pct(acc[u])}" for u in best) + ". Worst 5: "
+              + ", ".join(f"{u} {pct(acc[u])}" for u in worst) + ".", "",
+              "![BLiMP by field](eval/blimp_by_field.png)", "",
+              "All paradigms, with both controls: `eval/blimp_results.json`.", "", f"Command: `{command}`", ""]
+    return lines
 
 
 @cli
@@ -313,12 +349,18 @@ def main(argv=None):
     p.add_argument("--sst2-samples", type=at_least(0), default=None, help="SST-2 train phrases (default 0 = all, quick 2000)")
     p.add_argument("--sst2-epochs", type=count, default=None, help="max epochs (default finetune_sst2.py's, quick too)")
     p.add_argument("--sst2-seeds", type=count, default=None, help="default 3, quick 1")
+    p.add_argument("--blimp-pairs", type=count, default=None, help="BLiMP pairs per paradigm (default 1000, quick 50)")
     args = p.parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)      # progress lines appear at once in a redirected log
     t_start = now()
     model, tok, info = load_checkpoint(args.checkpoint, args.vocab)
     valid = dataset_path("wiki_valid")
+    if "blimp" not in args.skip and not args.overfit_one_batch:     # before any work: the BLiMP files are there
+        try:
+            dataset_path("blimp")
+        except UserError as e:
+            raise UserError(f"{e} Or leave BLiMP out with --skip blimp.") from None
     cfg, run_dir = model.config, info["run_dir"]
     out = run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
@@ -328,6 +370,7 @@ def main(argv=None):
     from finetune_sst2 import EPOCHS
     sst_n = args.sst2_samples if args.sst2_samples is not None else (2000 if q else 0)      # 0 = all phrases
     sst_ep, sst_seeds = args.sst2_epochs or EPOCHS, args.sst2_seeds or (1 if q else 3)
+    blimp_n = args.blimp_pairs or (50 if q else 1000)
     skip = args.skip
     base = ["--checkpoint", str(info["checkpoint"]), "--vocab", str(info["vocab"])]
     commands = {"evaluate": "python evaluate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -336,7 +379,7 @@ def main(argv=None):
     T = cfg.max_position_embeddings
     print(f"evaluating {info['checkpoint']} (vocab {info['vocab']}, {cfg.num_hidden_layers} layers, H="
           f"{cfg.hidden_size}, T={T}); {'quick' if q else 'full'} run, outputs in {out}")
-    print(f"expect: about {'1 minute' if q else '16 minutes'} for mini on 2 cores (more when they are shared); "
+    print(f"expect: about {'2 minutes' if q else '38 minutes'} for mini on 2 cores (more when they are shared); "
           f"the time of each part is printed at the end and written to the report")
 
     t = now()
@@ -433,6 +476,15 @@ def main(argv=None):
         results["change_from_init"] = {g: moved[g] / norms[0][g] for g in moved}
         times["gradient flow + representation metrics"] = since(t)
 
+    if "blimp" not in skip:
+        import blimp
+        t = now()
+        bargs = base + ["--out", str(out), "--pairs-per-paradigm", str(blimp_n)]
+        commands["blimp"] = "python blimp.py " + " ".join(bargs)
+        print(f"== BLiMP: {commands['blimp']} ==")
+        results["blimp"] = blimp.main(bargs)
+        times[f"BLiMP ({blimp_n} pairs per paradigm; model + random init + unigram)"] = since(t)
+
     times["total"] = since(t_start)
     ctx = {"checkpoint": info["checkpoint"], "vocab": info["vocab"], "config": cfg.to_json(), "quick": q,
            "run_dir": run_dir, "train_log": read_train_log(run_dir / "metrics.jsonl"),
@@ -451,6 +503,10 @@ def main(argv=None):
         key.append(f"POS layer {pr['best_layer']} test {pr['trained']['test'][j]:.4f} (sel {pr['selectivity']['test'][j]:.3f})")
     if "sst2_pretrained" in results:
         key.append(f"SST-2 {results['sst2_pretrained']['dev_acc_mean']:.4f} vs random {results['sst2_random']['dev_acc_mean']:.4f}")
+    if "blimp" in results:
+        b = results["blimp"]
+        key.append(f"BLiMP {100 * b['model']['overall']:.1f}% vs random {100 * b['random init']['overall']:.1f}% / "
+                   f"unigram {100 * b['unigram']['overall']:.1f}%")
     print(f"report: {run_dir / 'report.md'} | " + " | ".join(key))
     return results
 

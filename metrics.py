@@ -171,6 +171,22 @@ def plot_probe_by_layer(curves, path, baselines=None, title="POS probe accuracy 
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 
+def plot_grouped_bars(groups, series, path, lines=None, title="", ylabel="accuracy"):
+    """groups: x labels; series: {label: [value per group]}, drawn as bars side by side in each group;
+    lines: {label: y} drawn as horizontal lines across the plot (chance, published anchors)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(groups)) + 1.5, 4))
+    width = 0.8 / len(series)
+    for k, (label, ys) in enumerate(series.items()):
+        ax.bar([g + (k - (len(series) - 1) / 2) * width for g in range(len(groups))], ys, width, label=label)
+    for (label, y), ls in zip((lines or {}).items(), ["--", ":", "-."] * 3):
+        ax.axhline(y, color="gray", ls=ls, label=label)
+    ax.set_xticks(range(len(groups))); ax.set_xticklabels(groups, fontsize=8)
+    ax.set_ylabel(ylabel); ax.set_title(title); ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))        # outside: bars reach the top
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+
 def plot_weight_norms(steps, norms, path, title="weight norm per group over training"):
     """steps: [s1, s2, ...] (numbers, or labels such as checkpoint names); norms: one {group: norm} per step."""
     plt = _plt()

@@ -163,6 +163,76 @@ def fill_mask(model, tok, text, top_k=5):
     return ids[0].tolist(), results
 
 
+# ---- pseudo-log-likelihood ----
+
+def pll_batches(lengths, max_tokens):
+    """Cut rows of the given lengths, already sorted ascending, into consecutive batches of at most max_tokens
+    padded tokens (rows x the longest row; a row longer than max_tokens gets a batch of its own).
+    lengths: (M,) ints, non-decreasing -> list of (start, stop) row ranges covering [0, M)"""
+    out, j, M = [], 0, len(lengths)
+    while j < M:
+        k = min(M, j + max(1, max_tokens // int(lengths[j])))        # as many rows as if all were this short
+        k = min(k, j + max(1, max_tokens // int(lengths[k - 1])))     # fewer, so that the longest fits too
+        out.append((j, k))
+        j = k
+    return out
+
+
+def pseudo_log_likelihood(model, seqs, mask_id, pad_id=0, max_tokens=2048, map_fn=None, progress=False):
+    """Pseudo-log-likelihood of each sequence (Salazar et al. 2020, "Masked Language Model Scoring", §2.1):
+        PLL(w) = sum_{i=1..n} log p(w_i | w with w_i replaced by [MASK])
+    where w_1..w_n are the pieces between [CLS] and [SEP] (those two are not scored). A sequence of n pieces
+    becomes n copies, copy i with piece i masked; the model reads each copy once, and with mlm_mask the MLM
+    head runs on the masked position only. log p = z_y - max(z) - log sum_v exp(z_v - max(z)) (log-sum-exp).
+    Copies of all sequences are sorted by length and cut into batches of about max_tokens padded tokens
+    (pll_batches), padding masked out by attention_mask, so a score does not depend on its batch.
+    Identical sequences are scored once, so they get exactly the same number (a tie stays a tie).
+    map_fn(f, batches) -> [f(batch)]: runs the batches, e.g. workers.Workers(n).map (default: in turn).
+    seqs: list of S id sequences, each [CLS] w_1 .. w_n [SEP] (n >= 1, length <= T)
+    -> (S,) float64 PLLs (<= 0; the per-piece terms are summed in float64)"""
+    from tqdm import tqdm
+    first = {}                                                      # sequence -> its row among the unique ones
+    row_of = np.array([first.setdefault(tuple(int(i) for i in s), len(first)) for s in seqs], dtype=np.int64)  # (S,)
+    seqs = list(first)                                              # the unique sequences, in order of first use
+    lens = np.array([len(s) for s in seqs], dtype=np.int64)         # (U,)
+    if len(seqs) and lens.min() < 3:
+        raise ValueError("every sequence needs [CLS], at least one piece, and [SEP].")
+    seq_of = np.repeat(np.arange(len(seqs)), lens - 2)              # (M,) copy -> its sequence
+    pos_of = np.concatenate([np.arange(1, n - 1) for n in lens]) if len(seqs) else seq_of   # (M,) masked position
+    order = np.argsort(lens[seq_of], kind="stable")                 # copies by length: little padding
+    seq_of, pos_of = seq_of[order], pos_of[order]
+    padded = np.full((len(seqs), int(lens.max(initial=0))), pad_id, dtype=np.int64)   # (U, Tmax)
+    for k, seq in enumerate(seqs):
+        padded[k, :lens[k]] = seq
+
+    def score(batch):  # rows [a, b) of the sorted copies -> (R,) log p of each masked piece
+        a, b = batch
+        s, pos = seq_of[a:b], pos_of[a:b]                           # (R,)
+        R, T = b - a, int(lens[s].max())
+        rows = np.arange(R)
+        ids = padded[s, :T]                                         # (R, T) a copy (fancy index)
+        attention_mask = np.arange(T)[None, :] < lens[s][:, None]   # (R, T) 1 = real token
+        y = ids[rows, pos]                                          # (R,) the pieces to predict
+        ids[rows, pos] = mask_id
+        mlm_mask = np.zeros((R, T), dtype=bool)
+        mlm_mask[rows, pos] = True                                  # one row of logits per copy, in row order
+        z, _ = model.forward(ids, attention_mask=attention_mask, mlm_mask=mlm_mask)   # (R, V)
+        zmax = z.max(axis=-1, keepdims=True)                        # (R, 1) log-sum-exp shift
+        lse = np.log(np.exp(z - zmax).sum(axis=-1))                 # (R,)
+        return z[rows, y] - zmax[:, 0] - lse                        # (R,) log p(w_i | copy i)
+
+    map_fn = map_fn or (lambda f, xs: [f(x) for x in xs])
+    batches = pll_batches(lens[seq_of], max_tokens)
+    pll = np.zeros(len(seqs), dtype=np.float64)                     # (U,)
+    with tqdm(total=len(seq_of), desc="pseudo-log-likelihood", unit="copy", disable=not progress,
+              leave=False) as bar:
+        for i in range(0, len(batches), 8):                         # 8 batches at a time over map_fn's workers
+            for (a, b), logp in zip(batches[i:i + 8], map_fn(score, batches[i:i + 8])):
+                np.add.at(pll, seq_of[a:b], logp.astype(np.float64))
+                bar.update(b - a)
+    return pll[row_of]
+
+
 def demo(V):
     """The tiny demo of `python mlm.py`: 80/10/10 masking of a random row, and the loss of uniform logits."""
     rng = np.random.default_rng(0)

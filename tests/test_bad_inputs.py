@@ -53,6 +53,10 @@ def d(tmp_path_factory):
     _write(d / "good.conllu", "# text = the cat\n" + row.format(1, "the", "the") + row.format(2, "cat", "cat") + "\n")
     _write(d / "bad.conllu", "# text = the cat\n" + row.format(1, "the", "the") + "2\tcat\tNOUN\n\n")   # line 3
     (d / "notzip.npz").write_bytes(b"this is not a zip file")
+    pair = {"sentence_good": "the cat sat", "sentence_bad": "cat the sat", "field": "syntax", "UID": "p"}
+    _write(d / "blimp_good" / "p.jsonl", json.dumps(pair) + "\n")
+    _write(d / "blimp_bad" / "bad_paradigm.jsonl", json.dumps(pair) + "\n" +
+           json.dumps({k: v for k, v in pair.items() if k != "sentence_bad"}) + "\n")      # line 2
     data.prepare(d / "corpus.txt", d / "vocab.txt", d / "prep", num_workers=1, verbose=False)
     (d / "prep" / "orphan.bin").write_bytes((d / "prep" / "corpus.bin").read_bytes())        # no .json
     # an earlier run, as train.py leaves it
@@ -144,6 +148,15 @@ CASES = [  # (script, arguments, words the error line must contain)
     ("finetune_sst2.py", "--checkpoint {d}/run --predict {d}/latin1.txt " + SST2, ["latin1.txt:2", "UTF-8"]),
     ("finetune_sst2.py", "--checkpoint {d}/run --sweep 32-1e-4 " + SST2, ["--sweep", "batch:lr", "32-1e-4"]),
     ("finetune_sst2.py", "--checkpoint {d}/run --jobs 0 " + SST2, ["--jobs", "at least 1"]),
+    ("blimp.py", "--checkpoint {d}/run --data-dir {d}/no_data", ["no BLiMP", "no_data", "python data.py download blimp"]),
+    ("blimp.py", "--checkpoint {d}/run --data-dir {d}/missing_dir", ["--data-dir", "missing_dir", "does not exist"]),
+    ("blimp.py", "--checkpoint {d}/run --data-dir {d}/blimp_bad", ["bad_paradigm.jsonl:2", "sentence_bad"]),
+    ("blimp.py", "--checkpoint {d}/run --pairs-per-paradigm 0", ["--pairs-per-paradigm", "at least 1", "0"]),
+    ("blimp.py", "--checkpoint {d}/run --random-init-pairs -3", ["--random-init-pairs", "at least 1"]),
+    ("blimp.py", "--checkpoint {d}/run --threads 0", ["--threads", "at least 1"]),
+    ("blimp.py", "--checkpoint {d}/nowhere --data-dir {d}/blimp_good", ["nowhere", "does not exist", "--checkpoint"]),
+    ("blimp.py", "--checkpoint {d}/run --data-dir {d}/blimp_good --prior-bin {d}/prep/orphan.bin",
+     ["orphan.json", "does not exist"]),
     ("export_hf.py", "{d}/run/resume.npz {d}/new_hf", ["resume.npz", "cannot load", "best.npz"]),
     ("export_hf.py", "{d}/run/best.npz {d}/new_hf --vocab {d}/vocab_big.txt", ["14 tokens", "vocab_size 13"]),
     ("export_hf.py", "{d}/run/best.npz {d}/hf", ["already holds an export", "--overwrite"]),
@@ -258,7 +271,7 @@ def test_resume_of_a_finished_run_changes_nothing(d, case):
 def test_cases_cover_every_script():
     scripts = {c[0] for c in CASES}
     assert scripts >= {"train.py", "tokenizer.py", "data.py", "evaluate.py", "probe_pos.py", "finetune_sst2.py",
-                       "export_hf.py"} and len(CASES) >= 30
+                       "export_hf.py", "blimp.py"} and len(CASES) >= 30
 
 
 def test_every_numeric_train_flag_is_checked():

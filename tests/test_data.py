@@ -326,3 +326,80 @@ def test_download_offline_message(tmp_path, capsys):
     assert f"{url}/en_ewt-ud-train.conllu" in err and str(tmp_path / "d" / "ud_english_ewt") in err
     assert "--corpus" in err
     assert not (tmp_path / "d" / "ud_english_ewt").exists()
+
+
+# ---- BLiMP: 67 files pinned to one commit ----
+
+def test_blimp_table_pins_every_paradigm_to_one_commit():
+    sub, files, members = download.DATASETS["blimp"]
+    assert sub == "blimp" and members == [] and len(files) == 67 == len(download.BLIMP_SHA256)
+    for url, fname, checksum in files:
+        assert url == (f"https://raw.githubusercontent.com/alexwarstadt/blimp/{download.BLIMP_COMMIT}/data/{fname}")
+        assert fname.endswith(".jsonl") and checksum.startswith("sha256:") and len(checksum) == 7 + 64
+        int(checksum[7:], 16)
+    assert download.DATASET_FILES["blimp"] == (["blimp/adjunct_island.jsonl"], "python data.py download blimp")
+
+
+def blimp_rows(uid, field, n):
+    return "".join(json.dumps({"sentence_good": f"Good {i}.", "sentence_bad": f"Bad {i}.", "field": field,
+                               "UID": uid, "pairID": str(i)}) + "\n" for i in range(n))
+
+
+def test_blimp_download_verify_and_skip(server, tmp_path, monkeypatch):
+    root, base, hits = server
+    (root / "files").mkdir()
+    blobs = {"par_a": blimp_rows("par_a", "syntax", 3), "par_b": blimp_rows("par_b", "semantics", 2)}
+    for uid, text in blobs.items():
+        (root / "files" / f"{uid}.jsonl").write_text(text, encoding="utf-8")
+    sha = {uid: hashlib.sha256(text.encode("utf-8")).hexdigest() for uid, text in blobs.items()}
+    files = [(f"https://raw.githubusercontent.com/x/{uid}.jsonl", f"{uid}.jsonl", f"sha256:{h}")
+             for uid, h in sha.items()]
+    monkeypatch.setitem(download.DATASETS, "blimp", ("blimp", files, []))
+    folder = download.download("blimp", tmp_path / "data", base_url=base)
+    assert sorted(p.name for p in folder.iterdir()) == ["par_a.jsonl", "par_b.jsonl"]
+    assert [r["sentence_bad"] for r in data.read_blimp(folder / "par_a.jsonl")] == ["Bad 0.", "Bad 1.", "Bad 2."]
+    assert data.read_blimp(folder / "par_b.jsonl", max_pairs=1)[0]["field"] == "semantics"
+    n = len(hits)
+    download.download("blimp", tmp_path / "data", base_url=base)                  # present: skipped
+    assert len(hits) == n
+
+
+def test_blimp_download_bad_checksum_keeps_no_bad_file(server, tmp_path, monkeypatch):
+    root, base, _ = server
+    (root / "files").mkdir()
+    text = blimp_rows("par_a", "syntax", 3)
+    (root / "files" / "par_a.jsonl").write_text(text, encoding="utf-8")
+    (root / "files" / "par_b.jsonl").write_text(blimp_rows("par_b", "syntax", 2) + "changed upstream\n",
+                                                encoding="utf-8")
+    files = [("https://x/par_a.jsonl", "par_a.jsonl", "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()),
+             ("https://x/par_b.jsonl", "par_b.jsonl",
+              "sha256:" + hashlib.sha256(blimp_rows("par_b", "syntax", 2).encode("utf-8")).hexdigest())]
+    monkeypatch.setitem(download.DATASETS, "blimp", ("blimp", files, []))
+    with pytest.raises(download.DownloadError, match="par_b.jsonl: sha256 is .* expected"):
+        download.download("blimp", tmp_path / "data", base_url=base)
+    assert sorted(p.name for p in (tmp_path / "data" / "blimp").iterdir()) == ["par_a.jsonl"]   # the good one stays
+
+
+def test_blimp_download_offline_message(tmp_path, capsys):
+    url = closed_port_url()
+    with pytest.raises(SystemExit):
+        data.main(["download", "blimp", "--data-dir", str(tmp_path / "d"), "--base-url", url])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: could not download")
+    assert f"{url}/adjunct_island.jsonl" in err and str(tmp_path / "d" / "blimp") in err
+    assert not (tmp_path / "d" / "blimp").exists()
+
+
+@pytest.mark.parametrize("line, words", [
+    ("not json", ["bad.jsonl:2", "not a JSON object"]),
+    (json.dumps({"sentence_good": "A.", "field": "syntax", "UID": "u"}), ["bad.jsonl:2", "sentence_bad"]),
+    (json.dumps({"sentence_good": "A.", "sentence_bad": "B.", "field": "syntax", "UID": "other"}),
+     ["bad.jsonl:2", "one paradigm per file"]),
+])
+def test_read_blimp_names_file_and_line(tmp_path, line, words):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(blimp_rows("u", "syntax", 1) + line + "\n", encoding="utf-8")
+    with pytest.raises(data.DataFormatError) as e:
+        data.read_blimp(p)
+    assert all(w in str(e.value) for w in words), str(e.value)
+    assert len(data.read_blimp(p, max_pairs=1)) == 1                              # line 2 never read

@@ -40,6 +40,12 @@ def tiny_run(tmp_path, monkeypatch):
     words = tok.ids_to_tokens[5:15]
     text = "\n\n".join(" ".join(rng.choice(words, 400)) for _ in range(2))
     (data / "wiki_en_2015" / "wiki.valid.txt").write_text(text + "\n", encoding="utf-8")
+    (data / "blimp").mkdir()
+    for uid, field, pairs in (("adjunct_island", "syntax", [("the cat sat on a mat .", "the cat sat a mat on ."),
+                                                            ("it was a good film .", "it a was good film .")]),
+                              ("noun_agreement", "morphology", [("the film is very good .", "the film are very good .")])):
+        rows = [{"sentence_good": g, "sentence_bad": b, "field": field, "UID": uid} for g, b in pairs]
+        (data / "blimp" / f"{uid}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     monkeypatch.setenv("MINIBERT_DATA_DIR", str(data))
     return run, tok
 
@@ -174,9 +180,11 @@ def test_evaluate_quick_writes_report(tiny_run, capsys):
     res = evaluate.main(["--checkpoint", str(run), "--quick", "--mlm-batches", "1", "--sst2-samples", "12"])
     report = (run / "report.md").read_text(encoding="utf-8")
     for section in ("Held-out masked-token", "POS probe by layer", "SST-2", "Attention heatmaps",
-                    "Gradient flow", "Overfitting one batch", "Wall time"):
+                    "Gradient flow", "Overfitting one batch", "BLiMP minimal pairs", "Wall time"):
         assert section in report
     assert res["probe"]["words_scored"] == res["probe"]["words"]
+    assert res["blimp"]["info"]["pairs"] == 3 and (run / "eval" / "blimp_by_field.png").is_file()
+    assert "| **overall** | 2 | " in report and "5-gram 61.2, LSTM 69.8" in report
     assert (run / "eval" / "probe_by_layer.png").is_file() and (run / "eval" / "sst2_results.json").is_file()
     assert res["overfit"][-1] < 0.5 * res["overfit"][0]           # H=8 learns slowly; mini reaches ~0.01
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("report: ")
@@ -246,7 +254,7 @@ def test_finetune_with_random_init_runs_both_inits(tiny_run, tmp_path):
     assert saved["pretrained"]["runs"][0]["best_epoch"] == 1 and saved["random"]["batch_size"] == 4
 
 
-@pytest.mark.parametrize("case", ["no_checkpoint", "vocab_mismatch", "no_dataset"])
+@pytest.mark.parametrize("case", ["no_checkpoint", "vocab_mismatch", "no_dataset", "no_blimp"])
 def test_errors_are_one_clear_line(tiny_run, tmp_path, monkeypatch, capsys, case):
     run, _ = tiny_run
     argv = ["--checkpoint", str(run), "--quick"]
@@ -256,6 +264,9 @@ def test_errors_are_one_clear_line(tiny_run, tmp_path, monkeypatch, capsys, case
         (tmp_path / "big_vocab.txt").write_text((FIX / "eval_vocab.txt").read_text(encoding="utf-8") + "extra\n",
                                                encoding="utf-8")
         argv += ["--vocab", str(tmp_path / "big_vocab.txt")]
+    elif case == "no_blimp":                               # refused at once, before the other parts run
+        shutil.rmtree(tmp_path / "data" / "blimp")
+        monkeypatch.setattr(download, "REPO", tmp_path / "repo")
     else:
         monkeypatch.setenv("MINIBERT_DATA_DIR", str(tmp_path / "empty"))
         monkeypatch.setattr(download, "REPO", tmp_path / "repo")
@@ -263,7 +274,18 @@ def test_errors_are_one_clear_line(tiny_run, tmp_path, monkeypatch, capsys, case
         evaluate.main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
-    assert {"no_checkpoint": "--checkpoint", "vocab_mismatch": "--vocab", "no_dataset": "download"}[case] in err[0]
+    assert {"no_checkpoint": "--checkpoint", "vocab_mismatch": "--vocab", "no_dataset": "download",
+            "no_blimp": "python data.py download blimp"}[case] in err[0]
+    if case == "no_blimp":
+        assert "--skip blimp" in err[0] and not (run / "eval").exists()      # nothing ran
+
+
+def test_overfit_only_needs_no_blimp(tiny_run, tmp_path, monkeypatch):
+    run, _ = tiny_run
+    shutil.rmtree(tmp_path / "data" / "blimp")
+    monkeypatch.setattr(download, "REPO", tmp_path / "repo")
+    curve = evaluate.main(["--checkpoint", str(run), "--overfit_one_batch"])["overfit"]
+    assert len(curve) == 151
 
 
 def test_read_train_log_when_last_row_is_a_heldout_eval(tmp_path):
