@@ -166,7 +166,9 @@ def check_embeddings(seed=0, p_drop=0.2):
     return _dict_error(G.embeddings_backward(dout, cache), f, P, dout)
 
 
-def check_attention_sublayer(seed=0, p=0.2):
+def check_attention_sublayer(seed=0, p=0.2, rows=None):
+    """rows: None (every row a query), or the selected rows of the last layer's MLM path (an uneven count per
+    sequence, so the padded query slots are exercised)."""
     r = _rng(seed)
     B, T, H, A = 2, 3, 4, 2
     P = _layer_params(r, {**{n: (H, H) for n in ("Wq", "Wk", "Wv", "Wo")},
@@ -174,8 +176,10 @@ def check_attention_sublayer(seed=0, p=0.2):
     x = r.standard_normal((B * T, H))
     mask_bias = np.zeros((B, 1, 1, T))
     mask_bias[0, ..., -1] = M.MASK_VALUE
-    f = lambda: M.attention_sublayer_forward(x, P, B, mask_bias, A, 1e-12, p, p, np.random.default_rng(5))[0]
-    out, cache = M.attention_sublayer_forward(x, P, B, mask_bias, A, 1e-12, p, p, np.random.default_rng(5))
+    rows = None if rows is None else np.asarray(rows)
+    fwd = lambda: M.attention_sublayer_forward(x, P, B, mask_bias, A, 1e-12, p, p, np.random.default_rng(5), rows)
+    f = lambda: fwd()[0]
+    out, cache = fwd()
     dout = r.standard_normal(out.shape)
     dx, g = G.attention_sublayer_backward(dout, cache)
     P_nobk = {k: v for k, v in P.items() if k != "bk"}   # bk: analytically 0, checked in absolute terms
@@ -297,6 +301,7 @@ def check_all(seed=0):
     rows.append(("attention", check_attention(seed), 1e-8))
     rows.append(("embeddings", check_embeddings(seed), 1e-6))
     rows.append(("attention_sublayer", check_attention_sublayer(seed), 1e-6))
+    rows.append(("attention rows", check_attention_sublayer(seed, rows=[0, 2, 4]), 1e-6))
     rows.append(("ffn_sublayer gelu", check_ffn_sublayer(seed, "gelu"), 1e-6))
     rows.append(("ffn_sublayer relu", check_ffn_sublayer(seed, "relu"), 1e-6))
     rows.append(("mlm_head", check_mlm_head(seed), 1e-6))

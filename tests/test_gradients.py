@@ -82,6 +82,11 @@ def test_attention_sublayer_backward():
     assert gc.check_attention_sublayer() <= 1e-6
 
 
+def test_attention_sublayer_backward_with_selected_rows():
+    """The last layer's MLM path: queries at rows 0, 2 (sequence 0) and 4 (sequence 1), padded per sequence."""
+    assert gc.check_attention_sublayer(rows=[0, 2, 4]) <= 1e-6
+
+
 @pytest.mark.parametrize("act", ["gelu", "relu"])
 def test_ffn_sublayer_backward(act):
     assert gc.check_ffn_sublayer(act=act) <= 1e-6
